@@ -1,0 +1,51 @@
+# Two commands a newcomer needs: `make run` and `make test`. Both set up what they use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint install system-deps loadtest bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalls only when pyproject.toml changes, so a second `make run` starts at once.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests drive for real: Chromium (browser test) and redis-server (scale tests).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Missing:$$missing. Install them (e.g. sudo apt-get install$$missing); the tests that need them will fail until then."; \
+	  fi; \
+	fi
+
+run: install
+	$(PY) launch.py
+
+test: install system-deps
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+loadtest: install system-deps
+	$(PY) bench/loadtest.py
+
+bench: install
+	$(PY) bench/bench_webapp.py
+
+clean:
+	rm -rf $(VENV) .emulator .flask_session screenshots .pytest_cache
