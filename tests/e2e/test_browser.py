@@ -1,0 +1,141 @@
+"""A person's first five minutes, in a real browser: open the app, sign in through the emulator's
+pages, see the greeting, call Graph, read the claims, sign out.
+
+Chromium is Debian's (/usr/bin/chromium, installed by `make test`); Playwright drives it. Each step
+leaves a screenshot in screenshots/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from webapp import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic",
+                 "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+USERNAME = "AdeleV@contoso.onmicrosoft.com"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def live_stack(start_emulator: Any, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """The emulator and the web app, each on its own loopback port, as `make run` runs them."""
+    from conftest import default_directory_document
+
+    port = free_port()
+    base = f"http://localhost:{port}"
+    directory = default_directory_document()
+    directory["applications"][0]["web"]["redirectUris"] = [f"{base}/getAToken", f"{base}/"]
+    emu = start_emulator(directory)
+    app_registration = emu.directory.applications[0]
+    app = create_app({
+        "CLIENT_ID": app_registration.app_id,
+        "CLIENT_SECRET": app_registration.password_credentials[0].secret_text,
+        "AUTHORITY": emu.authority,
+        "ENDPOINT": emu.graph_me_url,
+        "CA_BUNDLE": str(emu.ca_bundle),
+        "REDIRECT_URI": f"{base}/getAToken",
+        "SECRET_KEY": "e2e-secret-key-0123456789abcdef",
+        "SESSION_FILE_DIR": str(tmp_path / "sessions"),
+    })
+    server = make_server("localhost", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield base, emu
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium "
+                    "(`make test` does it when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1000, "height": 800})
+        context.set_default_timeout(15_000)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+            browser.close()
+
+
+def snap(page: Any, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_call_graph_read_claims_and_sign_out(live_stack, page) -> None:
+    from playwright.sync_api import expect
+
+    base, emu = live_stack
+
+    page.goto(base + "/")
+    expect(page.get_by_role("link", name="Sign in").first).to_be_visible()
+    snap(page, "01-signed-out-home")
+
+    page.get_by_role("link", name="Sign in").first.click()
+    page.wait_for_url(f"{emu.http_base}/**")
+    page.fill("input[name=username]", USERNAME)
+    page.fill("input[name=password]", "Passw0rd!")
+    snap(page, "02-emulator-sign-in")
+    page.locator("button[type=submit]").first.click()
+
+    accept = page.locator("button[name=decision][value=accept]")
+    expect(accept).to_be_visible()
+    expect(page.locator("body")).to_contain_text("Sign you in and read your profile")
+    snap(page, "03-emulator-consent")
+    accept.click()
+
+    page.wait_for_url(f"{base}/**")
+    expect(page.locator("h1")).to_contain_text("Adele Vance")
+    assert "code=" not in page.url and "state=" not in page.url
+    snap(page, "04-signed-in-home")
+
+    page.get_by_role("link", name="Call Microsoft Graph").click()
+    expect(page.locator("main")).to_contain_text("Retail Manager")
+    expect(page.locator("main")).to_contain_text(USERNAME)
+    snap(page, "05-graph-profile")
+
+    page.get_by_role("link", name="Claims").first.click()
+    expect(page.locator("main")).to_contain_text("preferred_username")
+    expect(page.locator("main")).to_contain_text(emu.tenant_id)
+    snap(page, "06-id-token-claims")
+
+    # No token ever reaches the browser: not in the page, not in a cookie.
+    html = page.content()
+    assert "eyJ" not in html
+    assert all("eyJ" not in cookie["value"] for cookie in page.context.cookies())
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{base}/**")
+    expect(page.get_by_role("link", name="Sign in").first).to_be_visible()
+    snap(page, "07-signed-out-again")
+
+    # Signed out for real: the next sign-in asks for a password again.
+    page.get_by_role("link", name="Sign in").first.click()
+    page.wait_for_url(f"{emu.http_base}/**")
+    expect(page.locator("input[name=password]")).to_be_visible()
