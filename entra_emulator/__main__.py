@@ -1,0 +1,75 @@
+"""Command line: `python -m entra_emulator serve ...` and `python -m entra_emulator check FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from entra_emulator.directory import DEFAULT_DIRECTORY, DirectoryError, load_directory
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="entra-emulator",
+        description="A local Microsoft Entra ID (v2 endpoints) and Microsoft Graph /me.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the emulator until Ctrl-C")
+    serve.add_argument("--directory", metavar="FILE", default=None,
+                       help=f"directory file (default: the packaged {DEFAULT_DIRECTORY.name})")
+    serve.add_argument("--state", "--state-dir", dest="state", metavar="DIR",
+                       default=".emulator",
+                       help="folder for keys, certificates and consents (default: .emulator)")
+    serve.add_argument("--host", default="localhost", help="host name to serve on "
+                       "(default: localhost)")
+    serve.add_argument("--https-port", "--port", dest="https_port", type=int, default=8443,
+                       help="https port for MSAL and Graph clients; 0 picks a free one "
+                            "(default: 8443)")
+    serve.add_argument("--http-port", type=int, default=None,
+                       help="plain-http port for the browser pages; 0 picks a free one "
+                            "(default: 8080, or a free one when the https port is 0)")
+    serve.add_argument("--env-file", metavar="FILE", default=None,
+                       help="when ready, write AUTHORITY, CLIENT_ID, ... in dotenv form here")
+
+    check = commands.add_parser("check", help="validate a directory file")
+    check.add_argument("file", help="the directory file to validate")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return check(args.file)
+    from entra_emulator.server import serve
+
+    http_port = args.http_port if args.http_port is not None else (
+        0 if args.https_port == 0 else 8080)
+    try:
+        serve(directory=args.directory, state_dir=args.state, host=args.host,
+              https_port=args.https_port, http_port=http_port, env_file=args.env_file)
+    except DirectoryError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except OSError as problem:
+        print(f"error: cannot serve on {args.host}: {problem.strerror or problem}",
+              file=sys.stderr)
+        return 1
+    except RuntimeError as problem:   # unreadable state files; the message says what to do
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check(path: str) -> int:
+    try:
+        directory = load_directory(path)
+    except DirectoryError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    print(f"{path}: OK: tenant {directory.tenant.display_name} ({directory.tenant_id}), "
+          f"{len(directory.users)} users, {len(directory.applications)} applications")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

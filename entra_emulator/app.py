@@ -1,0 +1,91 @@
+"""The emulator's Flask application: state, blueprints, and errors that are never a stack trace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from entra_emulator import authorize, discovery, faults, graph, logout, token
+from entra_emulator.context import EXTENSION_KEY
+from entra_emulator.defects import DefectInjector
+from entra_emulator.directory import Directory, load_directory
+from entra_emulator.errors import json_response
+from entra_emulator.keys import KeyStore
+from entra_emulator.pages import secure_page
+from entra_emulator.state import (
+    Clock,
+    CodeStore,
+    ConsentStore,
+    EmulatorState,
+    PendingStore,
+    RefreshTokenStore,
+    SessionStore,
+)
+
+# Nothing the protocol sends comes near this; it bounds what a misbehaving client can make us
+# parse.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+@dataclass
+class EmulatorConfig:
+    directory: Directory | str | Path | None = None   # None: the packaged default directory
+    state_dir: str | Path = ".emulator"
+    https_base: str = "https://localhost:8443"
+    http_base: str = "http://localhost:8080"
+
+
+def build_state(config: EmulatorConfig) -> EmulatorState:
+    directory = config.directory if isinstance(config.directory, Directory) \
+        else load_directory(config.directory)
+    state_dir = Path(config.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    clock = Clock()
+    return EmulatorState(
+        directory=directory, keys=KeyStore(state_dir), faults=faults.FaultInjector(),
+        defects=DefectInjector(), https_base=config.https_base.rstrip("/"),
+        http_base=config.http_base.rstrip("/"), state_dir=state_dir, clock=clock,
+        sessions=SessionStore(), pending=PendingStore(clock), codes=CodeStore(clock),
+        refresh_tokens=RefreshTokenStore(clock), consents=ConsentStore(state_dir))
+
+
+def create_app(config: EmulatorConfig | Mapping[str, Any]) -> Flask:
+    if isinstance(config, Mapping):
+        config = EmulatorConfig(**config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.extensions[EXTENSION_KEY] = build_state(config)
+    for blueprint in (discovery.bp, authorize.bp, token.bp, logout.bp, graph.bp,
+                      faults.admin_bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _wants_html() -> bool:
+    return request.accept_mimetypes.accept_html and not request.accept_mimetypes.accept_json
+
+
+def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    if _wants_html():
+        response = error.get_response()
+        return secure_page(Response(response.get_data(), status=status,
+                                    content_type="text/html; charset=utf-8"))
+    body = {"error": "invalid_request" if status < 500 else "server_error",
+            "error_description": f"{status} {error.name}: {error.description}"}
+    return json_response(body, status=status)
+
+
+def _unexpected_error(error: Exception) -> Response:
+    # Logged with its traceback; the caller gets a plain answer, never the trace.
+    current_app.logger.exception("unhandled error in %s %s", request.method, request.path)
+    body = {"error": "server_error",
+            "error_description": "The emulator hit an unexpected error; see its log."}
+    return json_response(body, status=500)

@@ -1,0 +1,257 @@
+"""Entra's error answers: the AADSTS catalogue and the JSON body / redirect / page shapes.
+
+Every protocol check raises `EntraError`; the endpoint glue turns it into what Entra sends:
+a JSON body at the token endpoint, a redirect to the app at authorize (once the redirect URI
+is trusted), or an error page. Texts are Entra's wire texts where known (entra-protocol.md §1.4,
+reference-error-codes.md); where Entra's exact text is not documented the comment says so.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, request
+
+ERROR_LOOKUP_URI = "https://login.microsoftonline.com/error?code={code}"
+
+# Entra's internal error name: (AADSTS code, OAuth error, HTTP status at the token endpoint,
+# error_description template).
+CATALOGUE: dict[str, tuple[int, str, int, str]] = {
+    "InvalidReplyTo": (
+        50011, "invalid_request", 400,
+        "The redirect URI '{redirect_uri}' specified in the request does not match the "
+        "redirect URIs configured for the application '{app_id}'. Make sure the redirect URI "
+        "sent in the request matches one added to your application in the Azure portal. "
+        "Navigate to https://aka.ms/redirectUriMismatchError to learn more about how to fix "
+        "this."),
+    # 50011 as the token endpoint sends it: the code was issued for another redirect URI.
+    "CodeRedirectUriMismatch": (
+        50011, "invalid_grant", 400,
+        "The reply address '{redirect_uri}' does not match the reply address "
+        "'{code_redirect_uri}' provided when requesting Authorization code."),
+    "NoReplyAddressRegistered": (
+        500113, "invalid_request", 400, "No reply address is registered for the application."),
+    "NoReplyAddressProvided": (900971, "invalid_request", 400, "No reply address provided."),
+    "UnauthorizedClient_DoesNotMatchRequest": (
+        700016, "unauthorized_client", 400,
+        "Application with identifier '{app_id}' was not found in the directory '{tenant}'. "
+        "This can happen if the application has not been installed by the administrator of "
+        "the tenant or consented to by any user in the tenant. You may have sent your "
+        "authentication request to the wrong tenant."),
+    "InvalidTenantName": (
+        90002, "invalid_request", 400,
+        "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are "
+        "signing into the correct cloud. Check with your subscription administrator, this may "
+        "happen if there are no active subscriptions for the tenant."),
+    "MissingRequiredParameter": (
+        900144, "invalid_request", 400,
+        "The request body must contain the following parameter: '{name}'."),
+    "InvalidRequestParameter": (
+        90100, "invalid_request", 400, "The '{name}' parameter is empty or not valid."),
+    "UnsupportedPrompt": (90023, "invalid_request", 400, "Unsupported 'prompt' value."),
+    "BadResourceRequestInvalidRequest": (
+        900561, "invalid_request", 400,
+        "The endpoint only accepts POST, OPTIONS requests. Received a {method} request."),
+    "UnsupportedGrantType": (
+        70003, "unsupported_grant_type", 400,
+        "The app requested an unsupported grant type '{grant_type}'."),
+    "UnsupportedResponseType": (
+        70005, "unsupported_response_type", 400,
+        "The provided value for the input parameter 'response_type' is not allowed for this "
+        "request. Expected value is 'code'."),
+    "UnsupportedResponseMode": (
+        70007, "invalid_request", 400,
+        "The provided value '{response_mode}' for the input parameter 'response_mode' is not "
+        "supported."),
+    "InvalidScope": (
+        70011, "invalid_scope", 400,
+        "The provided value for the input parameter 'scope' isn't valid. The scope {scope} "
+        "isn't valid."),
+    "InvalidResourceServicePrincipalNotFound": (
+        500011, "invalid_resource", 400,
+        "The resource principal named {resource} was not found in the tenant named "
+        "{tenant_name}. This can happen if the application has not been installed by the "
+        "administrator of the tenant or consented to by any user in the tenant. You might have "
+        "sent your authentication request to the wrong tenant."),
+    "ClientCredentialsScopeWithoutDefault": (
+        1002012, "invalid_scope", 400,
+        "The provided value for scope {scope} is not valid. Client credential flows must have "
+        "a scope value with /.default suffixed to the resource identifier (application ID "
+        "URI)."),
+    "InvalidMultipleResourcesScope": (
+        700022, "invalid_scope", 400,
+        "The provided value for the input parameter scope is not valid because it contains "
+        "more than one resource. Scope {scope} is not valid."),
+    "InvalidClientSecret": (
+        7000215, "invalid_client", 401,
+        "Invalid client secret provided. Ensure the secret being sent in the request is the "
+        "client secret value, not the client secret ID, for a secret added to app "
+        "'{app_id}'."),
+    "MissingClientCredential": (
+        7000218, "invalid_client", 401,
+        "The request body must contain the following parameter: 'client_assertion' or "
+        "'client_secret'."),
+    "InvalidClientSecretExpiredKeysProvided": (
+        7000222, "invalid_client", 401,
+        "The provided client secret keys for app '{app_id}' are expired. Visit the Azure "
+        "portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider "
+        "using certificate credentials for added security: https://aka.ms/certCreds."),
+    # Entra's texts for the client assertion failures vary by case; the codes are Entra's.
+    "InvalidJwtToken": (
+        50027, "invalid_request", 400, "JWT token is invalid or malformed. {reason}"),
+    "ClientAssertionAppIdMismatch": (
+        700021, "invalid_client", 401,
+        "Client assertion application identifier doesn't match 'client_id' parameter."),
+    "ClientAssertionAudienceMismatch": (
+        700023, "invalid_client", 401,
+        "Client assertion audience claim does not match Realm issuer. Review the "
+        "documentation at https://aka.ms/certCreds."),
+    "ClientAssertionNotInValidTimeRange": (
+        700024, "invalid_client", 401,
+        "Client assertion is not within its valid time range. Review the documentation at "
+        "https://aka.ms/certCreds."),
+    "ClientAssertionInvalid": (700027, "invalid_client", 401, "{reason}"),
+    "ExpiredOrRevokedGrant": (
+        70008, "invalid_grant", 400,
+        "The provided authorization code or refresh token has expired due to inactivity. "
+        "Send a new interactive authorization request for this user and resource."),
+    "ExpiredOrRevokedGrantInactiveToken": (
+        700082, "invalid_grant", 400,
+        "The refresh token has expired due to inactivity. The token was issued on {issued} "
+        "and was inactive for {inactive}."),
+    "CodeAlreadyRedeemed": (
+        54005, "invalid_grant", 400,
+        "OAuth2 Authorization code was already redeemed, please retry with a new valid code "
+        "or use an existing refresh token."),
+    "InvalidGrant": (70000, "invalid_grant", 400, "Provided grant is invalid or malformed. "
+                     "{reason}"),
+    "CodeVerifierMismatch": (
+        501481, "invalid_grant", 400,
+        "The Code_Verifier does not match the code_challenge supplied in the authorization "
+        "request."),
+    "InvalidCodeChallengeSize": (
+        501491, "invalid_request", 400, "Invalid size of Code_Challenge parameter."),
+    "MalformedRequest": (
+        9002313, "invalid_grant", 400, "Invalid request. Request is malformed or invalid."),
+    "DelegationDoesNotExist": (
+        65001, "invalid_grant", 400,
+        "The user or administrator has not consented to use the application with ID "
+        "'{app_id}' named '{app_name}'. Send an interactive authorization request for this "
+        "user and resource."),
+    "UserDeclinedConsent": (
+        65004, "access_denied", 400, "User declined to consent to access the app."),
+    "UserInformationNotProvided": (
+        50058, "login_required", 400,
+        "A silent sign-in request was sent but no user is signed in. The cookies used to "
+        "represent the user's session were not sent in the request to Azure AD."),
+    "FlowTokenExpired": (
+        50089, "invalid_request", 400,
+        "Authentication failed due to flow token expired. Please start the sign-in again."),
+    "InvalidUserNameOrPassword": (
+        50126, "invalid_request", 400,
+        "Error validating credentials due to invalid username or password."),
+    "UserAccountNotFound": (
+        50034, "invalid_request", 400,
+        "The user account {username} does not exist in the {tenant} directory. To sign into "
+        "this application, the account must be added to the directory."),
+}
+
+
+@dataclass
+class EntraError(Exception):
+    """One AADSTS error, by Entra's name for it. `error` and `status` default from the
+    catalogue and may be overridden (65001 is `consent_required` at authorize but
+    `invalid_grant` at the token endpoint)."""
+
+    name: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    status: int = 0
+
+    def __post_init__(self) -> None:
+        _, default_error, default_status, _ = CATALOGUE[self.name]
+        self.error = self.error or default_error
+        self.status = self.status or default_status
+        super().__init__(self.message)
+
+    @property
+    def code(self) -> int:
+        return CATALOGUE[self.name][0]
+
+    @property
+    def message(self) -> str:
+        return f"AADSTS{self.code}: " + CATALOGUE[self.name][3].format(**self.fields)
+
+
+def entra_error(name: str, /, *, error: str = "", status: int = 0,
+                **fields: Any) -> EntraError:
+    return EntraError(name, fields, error=error, status=status)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """The ids and time Entra stamps on every error."""
+
+    trace_id: str
+    correlation_id: str
+    timestamp: str
+
+    @classmethod
+    def for_request(cls) -> Diagnostics:
+        return cls(trace_id=str(uuid.uuid4()), correlation_id=correlation_id(),
+                   timestamp=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
+
+
+def correlation_id() -> str:
+    """Entra uses the caller's `client-request-id` (MSAL sends one) as the correlation id."""
+    sent = request.headers.get("client-request-id", "")
+    try:
+        return str(uuid.UUID(sent))
+    except ValueError:
+        return str(uuid.uuid4())
+
+
+def error_description(err: EntraError, diagnostics: Diagnostics) -> str:
+    return (f"{err.message}\r\nTrace ID: {diagnostics.trace_id}\r\n"
+            f"Correlation ID: {diagnostics.correlation_id}\r\nTimestamp: {diagnostics.timestamp}")
+
+
+def error_body(err: EntraError, diagnostics: Diagnostics | None = None) -> dict[str, Any]:
+    diagnostics = diagnostics or Diagnostics.for_request()
+    return {
+        "error": err.error,
+        "error_description": error_description(err, diagnostics),
+        "error_codes": [err.code],
+        "timestamp": diagnostics.timestamp,
+        "trace_id": diagnostics.trace_id,
+        "correlation_id": diagnostics.correlation_id,
+        "error_uri": ERROR_LOOKUP_URI.format(code=err.code),
+    }
+
+
+def json_response(body: Any, status: int = 200, *, no_store: bool = True) -> Response:
+    response = Response(json.dumps(body), status=status,
+                        content_type="application/json; charset=utf-8")
+    if no_store:
+        # What Entra sends on token responses (RFC 6749 §5.1 requires no-store).
+        response.headers["Cache-Control"] = "no-store, no-cache"
+        response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def error_json_response(err: EntraError) -> Response:
+    return json_response(error_body(err), status=err.status)
+
+
+def redirect_error_params(err: EntraError) -> dict[str, str]:
+    """The parameters of an error redirect to the app (state is added by the caller)."""
+    diagnostics = Diagnostics.for_request()
+    return {
+        "error": err.error,
+        "error_description": error_description(err, diagnostics),
+        "error_uri": ERROR_LOOKUP_URI.format(code=err.code),
+    }

@@ -1,0 +1,182 @@
+"""Token signing keys as Entra publishes them: RS256 keys with self-signed certificates.
+
+`kid` and `x5t` are both the base64url SHA-1 thumbprint of the key's certificate, and the
+JWKS carries the certificate in `x5c` (entra-protocol.md §1.6). Keys persist in the state
+folder, so tokens stay verifiable across restarts; a rotation keeps the old key published.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+KEYS_FILE = "signing_keys.json"
+# Entra publishes a handful of keys; we keep the current one and the last two retired ones.
+PUBLISHED_KEY_COUNT = 3
+# The subject of Entra's own token-signing certificates.
+CERTIFICATE_SUBJECT = "accounts.accesscontrol.windows.net"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_uint(number: int) -> str:
+    return b64url(number.to_bytes((number.bit_length() + 7) // 8, "big"))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    x5t: str
+    private_key: rsa.RSAPrivateKey
+    public_key: rsa.RSAPublicKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def from_parts(cls, private_key: rsa.RSAPrivateKey,
+                   certificate: x509.Certificate) -> SigningKey:
+        thumbprint = b64url(certificate.fingerprint(hashes.SHA1()))  # noqa: S303 - Entra's x5t
+        return cls(kid=thumbprint, x5t=thumbprint, private_key=private_key,
+                   public_key=private_key.public_key(), certificate=certificate)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return cls.from_parts(private_key, _self_signed_certificate(private_key))
+
+    def jwk(self, issuer: str | None = None) -> dict[str, Any]:
+        numbers = self.public_key.public_numbers()
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        jwk: dict[str, Any] = {
+            "kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.x5t,
+            "n": _b64url_uint(numbers.n), "e": _b64url_uint(numbers.e),
+            "x5c": [base64.b64encode(der).decode("ascii")],
+            "cloud_instance_name": "microsoftonline.com",
+        }
+        if issuer is not None:
+            jwk["issuer"] = issuer
+        return jwk
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "kid": self.kid,
+            "private_key": self.private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()).decode("ascii"),
+            "certificate": self.certificate.public_bytes(
+                serialization.Encoding.PEM).decode("ascii"),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> SigningKey:
+        private_key = serialization.load_pem_private_key(data["private_key"].encode(), None)
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise ValueError("signing key is not an RSA key")
+        certificate = x509.load_pem_x509_certificate(data["certificate"].encode())
+        return cls.from_parts(private_key, certificate)
+
+
+def _self_signed_certificate(private_key: rsa.RSAPrivateKey) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CERTIFICATE_SUBJECT)])
+    now = dt.datetime.now(dt.UTC)
+    return (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(private_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=5 * 365))
+            .sign(private_key, hashes.SHA256()))
+
+
+class KeyStore:
+    """The published signing keys (newest last) and the current one. Thread-safe."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self._path = Path(state_dir) / KEYS_FILE
+        self._lock = threading.Lock()
+        self._unpublished: SigningKey | None = None
+        loaded = self._load()
+        self._published: tuple[SigningKey, ...] = loaded or (SigningKey.generate(),)
+        if not loaded:
+            self._save()
+
+    @property
+    def current(self) -> SigningKey:
+        return self._published[-1]
+
+    @property
+    def published(self) -> tuple[SigningKey, ...]:
+        return self._published
+
+    def sign(self, claims: dict[str, Any], *, headers: dict[str, Any] | None = None,
+             key: SigningKey | None = None) -> str:
+        """An RS256 JWT whose header starts typ, alg, kid (then any extra `headers`)."""
+        key = key or self.current
+        header = {"typ": "JWT", "alg": "RS256", "kid": key.kid, **(headers or {})}
+        return jwt.encode(claims, key.private_key, algorithm="RS256", headers=header,
+                          sort_headers=False)
+
+    def jwks(self, issuer: str | None = None) -> dict[str, Any]:
+        return {"keys": [key.jwk(issuer) for key in reversed(self._published)]}
+
+    def public_key_for(self, kid: str) -> rsa.RSAPublicKey | None:
+        for key in self._published:
+            if key.kid == kid:
+                return key.public_key
+        return None
+
+    def rotate(self) -> SigningKey:
+        """A new current key; the previous ones stay published (up to PUBLISHED_KEY_COUNT)."""
+        new_key = SigningKey.generate()
+        with self._lock:
+            self._published = (*self._published, new_key)[-PUBLISHED_KEY_COUNT:]
+            self._save()
+        return new_key
+
+    def publish_new_key(self) -> SigningKey:
+        return self.rotate()
+
+    def unpublished_key(self) -> SigningKey:
+        """A key that is never in the JWKS (for tokens whose `kid` nobody can resolve)."""
+        with self._lock:
+            if self._unpublished is None:
+                self._unpublished = SigningKey.generate()
+            return self._unpublished
+
+    def _load(self) -> tuple[SigningKey, ...] | None:
+        try:
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+            keys = tuple(SigningKey.from_json(item) for item in data["keys"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as problem:
+            raise RuntimeError(f"{self._path}: unreadable signing keys ({problem}); delete the "
+                               "file to start with new keys") from None
+        return keys or None
+
+    def _save(self) -> None:
+        document = {"keys": [key.to_json() for key in self._published]}
+        write_private_file(self._path, json.dumps(document, indent=1))
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write atomically, readable by the owner only (the file may hold private keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)

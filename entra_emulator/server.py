@@ -1,0 +1,432 @@
+"""Run the emulator: two werkzeug servers in threads, https (everything MSAL and Graph clients
+call) and plain http on loopback (only the browser-facing pages, so a browser shows no
+certificate warning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from flask import Flask
+from werkzeug.serving import (
+    BaseWSGIServer,
+    WSGIRequestHandler,
+    get_sockaddr,
+    make_server,
+    select_address_family,
+)
+
+from entra_emulator.app import EmulatorConfig, create_app
+from entra_emulator.context import EXTENSION_KEY
+from entra_emulator.directory import Directory, load_directory
+from entra_emulator.state import EmulatorState
+from entra_emulator.tls import TlsFiles, ensure_tls_files
+
+# What the http port serves: the pages a browser is sent to, and their static files.
+BROWSER_PATHS = re.compile(
+    r"^/(static/.+"
+    r"|[^/]+/oauth2/v2\.0/(authorize|logout)"
+    r"|[^/]+/oauth2/logout"
+    r"|[^/]+/(login|consent))$")
+STARTUP_TIMEOUT_SECONDS = 10
+
+
+class BrowserOnly:
+    """WSGI middleware for the http port: browser-facing routes only, everything else 404."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[
+            bytes]:
+        if BROWSER_PATHS.match(environ.get("PATH_INFO", "")):
+            return self.app(environ, start_response)
+        body = b"Not found. This plain-http port serves the sign-in pages only; use https.\n"
+        start_response("404 NOT FOUND", [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+
+
+# An idle keep-alive connection is closed after this long (its thread waits meanwhile).
+KEEP_ALIVE_IDLE_SECONDS = 75
+MAX_BODY_TO_SKIP_BYTES = 1024 * 1024
+
+
+class _RequestInput:
+    """The connection's input stream. While a request is handled, `read` stops at the end of
+    its body, so nothing past it (the next request on the connection) is ever consumed."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.remaining: int | None = None   # unread body bytes; None between requests
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._stream.readline(size)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.remaining is None:
+            return self._stream.read(size)
+        if size is None or size < 0 or size > self.remaining:
+            size = self.remaining
+        data = self._stream.read(size) if size else b""
+        self.remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._stream.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._stream.closed
+
+
+class EmulatorRequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, with HTTP/1.1 keep-alive and a log line without query strings.
+
+    werkzeug closes every connection because http.server cannot tell where a request body
+    ends; here the body is bounded by Content-Length (chunked requests still close), so
+    clients reuse their TLS connections, as they do with Entra. Without that, every token
+    request would pay a TLS handshake.
+    """
+
+    disable_nagle_algorithm = True   # headers and body are written separately
+    timeout = KEEP_ALIVE_IDLE_SECONDS
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _RequestInput(self.rfile)  # type: ignore[assignment]
+        self._keep_alive = False
+        connections = getattr(self.server, "open_connections", None)
+        if connections is not None:
+            connections.add(self.connection)
+
+    def handle(self) -> None:
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except (OSError, ValueError):
+                return   # not TLS, or the client went away: nothing to answer
+        super().handle()
+
+    def finish(self) -> None:
+        connections = getattr(self.server, "open_connections", None)
+        if connections is not None:
+            connections.discard(self.connection)
+        super().finish()
+
+    def handle_one_request(self) -> None:
+        self._keep_alive = False
+        self.rfile.remaining = None  # type: ignore[attr-defined]
+        super().handle_one_request()
+        unread = self.rfile.remaining or 0  # type: ignore[attr-defined]
+        if unread:
+            # The app answered without reading the whole body: skip the rest, unless it is
+            # too big to be worth it, then close instead.
+            if self.close_connection or unread > MAX_BODY_TO_SKIP_BYTES:
+                self.close_connection = True
+            else:
+                try:
+                    skipped = len(self.rfile.read(unread))
+                except OSError:
+                    skipped = 0
+                self.close_connection = skipped < unread
+        self.rfile.remaining = None  # type: ignore[attr-defined]
+
+    def make_environ(self) -> dict[str, Any]:
+        environ = super().make_environ()
+        chunked = bool(environ.get("wsgi.input_terminated"))
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        self._keep_alive = self.request_version == "HTTP/1.1" and not chunked and length >= 0
+        if not chunked:
+            self.rfile.remaining = max(length, 0)  # type: ignore[attr-defined]
+        return environ
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if (keyword.lower() == "connection" and value.lower() == "close"
+                and self._keep_alive and not self.close_connection):
+            return
+        super().send_header(keyword, value)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Method, path and status only: query strings can carry id_token_hint, codes and
+        # state, which must never reach a log.
+        path = self.path.split("?", 1)[0]
+        self.log("info", '"%s %s" %s', self.command, path, code)
+
+
+class PortInUseError(OSError):
+    """The port asked for is taken (the message names it)."""
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class EmulatorServer:
+    """The emulator in-process; a context manager. Ports 0 pick free ports."""
+
+    def __init__(self, directory: str | Path | Directory | None = None,
+                 state_dir: str | Path = ".emulator", host: str = "localhost",
+                 https_port: int = 0, http_port: int = 0) -> None:
+        self._directory_source = directory
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self._requested_ports = (https_port, http_port)
+        self._servers: list[BaseWSGIServer] = []
+        self._threads: list[threading.Thread] = []
+        self.app: Flask | None = None
+        self.tls: TlsFiles | None = None
+        self.https_base = ""
+        self.http_base = ""
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> EmulatorServer:
+        """Returns once both ports accept connections."""
+        if self._servers:
+            return self
+        directory = self._directory_source if isinstance(self._directory_source, Directory) \
+            else load_directory(self._directory_source)
+        self.tls = ensure_tls_files(self.state_dir, hosts=(self.host,))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls.server_cert, self.tls.server_key)
+        https_port, http_port = self._requested_ports
+        secure = self._listen(https_port, context)
+        try:
+            plain = self._listen(http_port, None)
+        except BaseException:
+            secure.server_close()
+            raise
+        self._servers = [secure, plain]
+        for server in self._servers:
+            server.open_connections = set()  # type: ignore[attr-defined]
+        self.https_base = f"https://{_url_host(self.host)}:{secure.port}"
+        self.http_base = f"http://{_url_host(self.host)}:{plain.port}"
+        try:
+            self.app = create_app(EmulatorConfig(directory=directory, state_dir=self.state_dir,
+                                                 https_base=self.https_base,
+                                                 http_base=self.http_base))
+        except BaseException:
+            self._close_servers()
+            raise
+        secure.app = self.app
+        plain.app = BrowserOnly(self.app)  # type: ignore[assignment]
+        for server in self._servers:
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                      name=f"entra-emulator:{server.port}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._wait_until_listening()
+        return self
+
+    def _listen(self, port: int, context: ssl.SSLContext | None) -> BaseWSGIServer:
+        # We bind the socket ourselves: werkzeug answers a taken port with sys.exit(1).
+        family = select_address_family(self.host, port)
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(get_sockaddr(self.host, port, family))
+            listener.listen(128)
+            server = make_server(self.host, port, _not_ready, threaded=True,
+                                 request_handler=EmulatorRequestHandler, fd=listener.fileno())
+        except OSError as problem:
+            if problem.errno == errno.EADDRINUSE:
+                raise PortInUseError(problem.errno, f"port {port} on {self.host} is already "
+                                     "in use; stop what uses it or choose another port "
+                                     "(0 picks a free one)") from None
+            raise
+        finally:
+            listener.close()   # the server holds its own duplicate of the socket
+        if context is not None:
+            # werkzeug would wrap with the TLS handshake inside accept(), on the one thread
+            # that accepts: a client that connects and says nothing would stall every other
+            # client. Here each connection's handshake runs on its own handler thread.
+            server.socket = context.wrap_socket(server.socket, server_side=True,
+                                                do_handshake_on_connect=False)
+            server.ssl_context = context
+        return server
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            # Kept-alive connections would otherwise go on being served after the stop.
+            for connection in list(server.open_connections):  # type: ignore[attr-defined]
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._close_servers()
+        self._threads = []
+
+    def _close_servers(self) -> None:
+        for server in self._servers:
+            server.server_close()
+        self._servers = []
+
+    def _wait_until_listening(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        for server in self._servers:
+            address = server.server_address[:2]
+            while True:
+                try:
+                    with socket.create_connection(address, timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"emulator did not start listening on {address}") \
+                            from None
+                    time.sleep(0.01)
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    # -- what clients need ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> EmulatorState:
+        if self.app is None:
+            raise RuntimeError("the emulator is not started")
+        return self.app.extensions[EXTENSION_KEY]
+
+    @property
+    def directory(self) -> Directory:
+        return self.state.directory
+
+    @property
+    def tenant_id(self) -> str:
+        return self.directory.tenant_id
+
+    @property
+    def authority(self) -> str:
+        return f"{self.https_base}/{self.tenant_id}"
+
+    @property
+    def graph_me_url(self) -> str:
+        return f"{self.https_base}/v1.0/me"
+
+    @property
+    def ca_bundle(self) -> str:
+        return str(self._tls().ca_bundle)
+
+    @property
+    def ca_cert(self) -> str:
+        return str(self._tls().ca_cert)
+
+    @property
+    def faults(self) -> Any:
+        return self.state.faults
+
+    @property
+    def defects(self) -> Any:
+        return self.state.defects
+
+    @property
+    def keys(self) -> Any:
+        return self.state.keys
+
+    @property
+    def clock(self) -> Any:
+        return self.state.clock
+
+    def _tls(self) -> TlsFiles:
+        if self.tls is None:
+            raise RuntimeError("the emulator is not started")
+        return self.tls
+
+
+def _not_ready(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("503 SERVICE UNAVAILABLE", [("Content-Type", "text/plain")])
+    return [b"starting\n"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving from the command line
+# ---------------------------------------------------------------------------------------------
+
+def env_settings(emulator: EmulatorServer) -> dict[str, str]:
+    """What a web app needs to point at this emulator (the quickstart's .env keys)."""
+    app = next((a for a in emulator.directory.applications if a.password_credentials),
+               emulator.directory.applications[0] if emulator.directory.applications else None)
+    settings = {"AUTHORITY": emulator.authority}
+    if app is not None:
+        settings["CLIENT_ID"] = app.app_id
+        if app.password_credentials:
+            settings["CLIENT_SECRET"] = app.password_credentials[0].secret_text
+        if app.redirect_uris:
+            settings["REDIRECT_URI"] = app.redirect_uris[0]
+    settings.update({"SCOPE": "User.Read", "ENDPOINT": emulator.graph_me_url,
+                     "REQUESTS_CA_BUNDLE": str(Path(emulator.ca_bundle).resolve())})
+    return settings
+
+
+def write_env_file(path: str | Path, settings: dict[str, str]) -> None:
+    lines = ["# Written by entra_emulator: point the web app at the local emulator."]
+    lines += [f'{name}="{value}"' for name, value in settings.items()]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def describe(emulator: EmulatorServer, settings: dict[str, str]) -> str:
+    users = emulator.directory.users
+    lines = [
+        f"Entra emulator for tenant {emulator.directory.tenant.display_name} "
+        f"({emulator.tenant_id})",
+        f"  AUTHORITY          {emulator.authority}",
+        f"  sign-in pages      {emulator.http_base}",
+        f"  Graph /me          {emulator.graph_me_url}",
+        f"  REQUESTS_CA_BUNDLE {settings['REQUESTS_CA_BUNDLE']}",
+    ]
+    if "CLIENT_ID" in settings:
+        lines.append(f"  CLIENT_ID          {settings['CLIENT_ID']}")
+    if "CLIENT_SECRET" in settings:
+        lines.append(f"  CLIENT_SECRET      {settings['CLIENT_SECRET']}  (development only)")
+    if users:
+        lines.append("  sample users (development passwords from the directory file):")
+        lines += [f"    {u.user_principal_name:<40} {u.password}" for u in users[:5]]
+        if len(users) > 5:
+            lines.append(f"    … and {len(users) - 5} more in the directory file")
+    return "\n".join(lines)
+
+
+def serve(directory: str | Path | None = None, state_dir: str | Path = ".emulator",
+          host: str = "localhost", https_port: int = 8443, http_port: int = 8080,
+          env_file: str | Path | None = None) -> None:
+    """Run until Ctrl-C or SIGTERM."""
+    import signal
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    emulator = EmulatorServer(directory=directory, state_dir=state_dir, host=host,
+                              https_port=https_port, http_port=http_port).start()
+    try:
+        settings = env_settings(emulator)
+        print(describe(emulator, settings), flush=True)
+        if env_file is not None:
+            write_env_file(env_file, settings)
+        where = f"; settings in {env_file}" if env_file is not None else ""
+        print(f"Ready: {emulator.authority} (sign-in pages on {emulator.http_base}){where}. "
+              "Ctrl-C stops.", flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+        signal.signal(signal.SIGTERM, previous)
+        print("Emulator stopped.", flush=True)

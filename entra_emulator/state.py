@@ -1,0 +1,350 @@
+"""What the emulator remembers: codes, refresh tokens, SSO sessions, sign-ins in progress
+(in memory) and consents (in the state folder, so they survive a restart).
+
+Every store is thread-safe: werkzeug serves each request on its own thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from entra_emulator.directory import Directory, User
+from entra_emulator.keys import KeyStore, write_private_file
+
+CODE_LIFETIME_SECONDS = 600            # Entra: "about 10 minutes"
+# Entra's refresh tokens live 90 days (sliding 24 h for SPAs); we use the 90 days.
+REFRESH_TOKEN_LIFETIME_SECONDS = 90 * 24 * 3600
+ID_TOKEN_LIFETIME_SECONDS = 3900       # 65 minutes, as seen on real v2 ID tokens
+ACCESS_TOKEN_LIFETIME_RANGE = (3600, 5400)
+PENDING_SIGN_IN_LIFETIME_SECONDS = 3600
+# How long a redeemed or expired code is remembered, so reuse is told apart from garbage.
+SPENT_CODE_MEMORY_SECONDS = 3600
+
+
+class Clock:
+    """Wall-clock seconds, with an offset tests can move to watch things expire."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def reset(self) -> None:
+        self.offset = 0.0
+
+
+def opaque_token(prefix: str = "1.A") -> str:
+    """An opaque credential shaped like Entra's ("0.AXkA…" / "1.AXkA…")."""
+    return prefix + secrets.token_urlsafe(64)
+
+
+def _digest(token: str) -> str:
+    # Stores hold a hash, never the credential itself.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# SSO sessions (the browser's cookie)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Session:
+    sid: str              # the `sid` claim
+    session_state: str    # the `session_state` redirect parameter
+    user_id: str
+    auth_time: int
+
+
+class SessionStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+
+    def create(self, user: User, auth_time: int) -> tuple[str, Session]:
+        """A new session; returns (cookie value, session)."""
+        cookie = secrets.token_urlsafe(32)
+        session = Session(sid=str(uuid.uuid4()), session_state=str(uuid.uuid4()),
+                          user_id=user.id, auth_time=auth_time)
+        with self._lock:
+            self._sessions[_digest(cookie)] = session
+        return cookie, session
+
+    def get(self, cookie: str | None) -> Session | None:
+        if not cookie:
+            return None
+        with self._lock:
+            return self._sessions.get(_digest(cookie))
+
+    def end(self, cookie: str | None) -> Session | None:
+        if not cookie:
+            return None
+        with self._lock:
+            return self._sessions.pop(_digest(cookie), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-ins in progress (the `ctx` hidden field of the sign-in and consent forms)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    ctx: str
+    request: Any                         # authorize.AuthorizationRequest
+    created_at: float
+    signed_in_session: str | None = None   # sid of a sign-in completed during this flow
+    consent_for_session: str | None = None  # sid the consent page was shown to
+    consented: bool = False
+
+
+class PendingStore:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, PendingSignIn] = {}
+
+    def start(self, request: Any) -> PendingSignIn:
+        pending = PendingSignIn(ctx=secrets.token_urlsafe(32), request=request,
+                                created_at=self._clock.now())
+        with self._lock:
+            self._purge()
+            self._pending[pending.ctx] = pending
+        return pending
+
+    def get(self, ctx: str | None) -> PendingSignIn | None:
+        with self._lock:
+            pending = self._pending.get(ctx or "")
+        if pending is None or self._expired(pending):
+            return None
+        return pending
+
+    def update(self, pending: PendingSignIn, **changes: Any) -> PendingSignIn:
+        updated = replace(pending, **changes)
+        with self._lock:
+            self._pending[pending.ctx] = updated
+        return updated
+
+    def finish(self, ctx: str) -> None:
+        with self._lock:
+            self._pending.pop(ctx, None)
+
+    def _expired(self, pending: PendingSignIn) -> bool:
+        return self._clock.now() - pending.created_at > PENDING_SIGN_IN_LIFETIME_SECONDS
+
+    def _purge(self) -> None:
+        for ctx in [c for c, p in self._pending.items() if self._expired(p)]:
+            del self._pending[ctx]
+
+
+# ---------------------------------------------------------------------------------------------
+# Authorization codes
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class AuthorizationCode:
+    client_id: str
+    redirect_uri: str
+    user_id: str
+    scope: str                     # the scope string as requested at authorize
+    granted: frozenset[str]        # permissions the user consented to for this request
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    sid: str
+    auth_time: int
+    include_auth_time: bool
+    tenant_id: str
+    issued_at: float
+    expires_at: float
+    redeemed: bool = False
+    # What was issued from this code, revoked if the code is used again.
+    issued_families: list[str] = field(default_factory=list)
+    issued_access_tokens: list[str] = field(default_factory=list)
+
+
+class CodeStore:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._codes: dict[str, AuthorizationCode] = {}
+
+    def issue(self, record: AuthorizationCode) -> str:
+        code = opaque_token("1.A")
+        with self._lock:
+            self._purge()
+            self._codes[_digest(code)] = record
+        return code
+
+    def find(self, code: str) -> AuthorizationCode | None:
+        with self._lock:
+            return self._codes.get(_digest(code))
+
+    def redeem(self, code: str) -> tuple[AuthorizationCode | None, bool]:
+        """The code's record and whether this is its first redemption (atomically marked)."""
+        with self._lock:
+            record = self._codes.get(_digest(code))
+            if record is None:
+                return None, False
+            first = not record.redeemed
+            record.redeemed = True
+            return record, first
+
+    def _purge(self) -> None:
+        now = self._clock.now()
+        stale = [key for key, record in self._codes.items()
+                 if now > record.expires_at + SPENT_CODE_MEMORY_SECONDS]
+        for key in stale:
+            del self._codes[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Refresh tokens (rotating; a family is revoked when a used token comes back)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class RefreshGrant:
+    family: str
+    client_id: str
+    user_id: str
+    tenant_id: str
+    granted: frozenset[str]
+    sid: str
+    auth_time: int
+    include_auth_time: bool
+    issued_at: float
+    expires_at: float
+    used: bool = False
+
+
+class RefreshTokenStore:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._grants: dict[str, RefreshGrant] = {}
+        self._revoked_families: set[str] = set()
+
+    def issue(self, grant: RefreshGrant) -> str:
+        token = opaque_token("1.A")
+        with self._lock:
+            self._purge()
+            self._grants[_digest(token)] = grant
+        return token
+
+    def find(self, token: str) -> RefreshGrant | None:
+        with self._lock:
+            return self._grants.get(_digest(token))
+
+    def use(self, token: str) -> tuple[RefreshGrant | None, bool]:
+        """The grant and whether it was still usable (atomically marked used)."""
+        with self._lock:
+            grant = self._grants.get(_digest(token))
+            if grant is None:
+                return None, False
+            usable = not grant.used and grant.family not in self._revoked_families
+            grant.used = True
+            return grant, usable
+
+    def revoke_family(self, family: str) -> None:
+        with self._lock:
+            self._revoked_families.add(family)
+
+    def is_revoked(self, family: str) -> bool:
+        with self._lock:
+            return family in self._revoked_families
+
+    def _purge(self) -> None:
+        now = self._clock.now()
+        stale = [key for key, grant in self._grants.items() if now > grant.expires_at]
+        for key in stale:
+            del self._grants[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Consents (persisted)
+# ---------------------------------------------------------------------------------------------
+
+class ConsentStore:
+    """Permissions each user granted each app, in `consents.json` in the state folder."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._path = state_dir / "consents.json"
+        self._lock = threading.Lock()
+        self._grants: dict[str, list[str]] = self._load()
+
+    @staticmethod
+    def _key(user_id: str, app_id: str) -> str:
+        return f"{user_id}|{app_id}"
+
+    def granted(self, user_id: str, app_id: str) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._grants.get(self._key(user_id, app_id), ()))
+
+    def grant(self, user_id: str, app_id: str, permissions: set[str]) -> None:
+        with self._lock:
+            key = self._key(user_id, app_id)
+            self._grants[key] = sorted(set(self._grants.get(key, ())) | permissions)
+            write_private_file(self._path, json.dumps(self._grants, indent=1))
+
+    def _load(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as problem:
+            raise RuntimeError(f"{self._path}: unreadable consents ({problem}); delete the file "
+                               "to forget all consents") from None
+        if not isinstance(data, dict):
+            raise RuntimeError(f"{self._path}: unreadable consents; delete the file")
+        return {str(k): [str(p) for p in v] for k, v in data.items() if isinstance(v, list)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything together
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class EmulatorState:
+    """Stored at `app.extensions["entra_emulator"]`; every blueprint works from it."""
+
+    directory: Directory
+    keys: KeyStore
+    faults: Any            # faults.FaultInjector
+    defects: Any           # defects.DefectInjector
+    https_base: str
+    http_base: str
+    state_dir: Path
+    clock: Clock
+    sessions: SessionStore
+    pending: PendingStore
+    codes: CodeStore
+    refresh_tokens: RefreshTokenStore
+    consents: ConsentStore
+    # `uti`s of access tokens revoked because their authorization code was used twice.
+    revoked_access_tokens: set[str] = field(default_factory=set)
+
+    def now(self) -> int:
+        return int(self.clock.now())
+
+    def issuer(self, tenant_id: str) -> str:
+        return f"{self.https_base}/{tenant_id}/v2.0"
+
+    def v1_issuer(self, tenant_id: str) -> str:
+        # The issuer Entra writes in v1 tokens, including Graph access tokens.
+        return f"https://sts.windows.net/{tenant_id}/"
+
+    def access_token_revoked(self, claims: Mapping[str, Any]) -> bool:
+        """For a resource server: was this access token revoked (RFC 6749 §4.1.2: a code used
+        twice revokes the tokens issued from it)?"""
+        return claims.get("uti") in self.revoked_access_tokens

@@ -1,0 +1,2 @@
+// Deliver the authorization response to the app (response_mode=form_post).
+document.getElementById("response").submit();

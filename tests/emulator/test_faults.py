@@ -1,0 +1,365 @@
+"""Fault injection: each kind on each target, in-process and over the admin endpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msal
+import pytest
+import requests
+from conftest import (
+    ADELE,
+    DEFAULT_PASSWORD,
+    assert_entra_error,
+    browser_sign_in,
+    decode_jwt,
+    redeem_code,
+    sign_in_for_code,
+    token_url,
+)
+from msal.exceptions import MsalServiceError
+
+from entra_emulator.faults import FaultInjector
+
+GRAPH_DEFAULT_SCOPE = ["https://graph.microsoft.com/.default"]
+
+
+def msal_app(emu: Any, default_app: Any) -> msal.ConfidentialClientApplication:
+    # A new application each time: MSAL remembers throttling (429/503) per application.
+    return msal.ConfidentialClientApplication(
+        default_app.client_id, client_credential=default_app.client_secret,
+        authority=emu.authority, instance_discovery=False, verify=emu.ca_bundle,
+        token_cache=msal.TokenCache())
+
+
+@pytest.fixture(scope="module")
+def access_token(emulator: Any, default_app: Any) -> str:
+    response = redeem_code(emulator, default_app, sign_in_for_code(emulator, default_app))
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def get_me(emu: Any, token: str) -> requests.Response:
+    return requests.get(emu.graph_me_url, headers={"Authorization": f"Bearer {token}"},
+                        verify=emu.ca_bundle)
+
+
+def client_credentials(emu: Any, default_app: Any) -> requests.Response:
+    return requests.post(token_url(emu), verify=emu.ca_bundle, data={
+        "client_id": default_app.client_id, "client_secret": default_app.client_secret,
+        "grant_type": "client_credentials", "scope": GRAPH_DEFAULT_SCOPE[0]})
+
+
+def admin(emu: Any, method: str, path: str, **kwargs: Any) -> requests.Response:
+    return requests.request(method, f"{emu.https_base}/_emulator/{path}", verify=emu.ca_bundle,
+                            **kwargs)
+
+
+def www_authenticate_params(header: str) -> dict[str, str]:
+    assert header.startswith("Bearer ")
+    return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph
+# ---------------------------------------------------------------------------------------------
+
+def test_graph_429_is_graphs_throttling_answer_then_the_real_one(emulator, access_token):
+    emulator.faults.add("graph", "429", retry_after=7)
+
+    throttled = get_me(emulator, access_token)
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "7"
+    error = throttled.json()["error"]
+    assert error["code"] == "TooManyRequests"
+    assert error["message"] == "Please retry again later."
+    inner = error["innerError"]
+    assert (inner["code"], inner["status"], inner["message"]) == ("429", "429",
+                                                                  "Please retry after")
+    assert inner["request-id"] == throttled.headers["request-id"]
+
+    assert get_me(emulator, access_token).status_code == 200
+
+
+def test_graph_429_always_carries_retry_after(emulator, access_token):
+    emulator.faults.add("graph", "429")
+    response = get_me(emulator, access_token)
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_graph_faults_fire_count_times_in_order(emulator, access_token):
+    emulator.faults.add("graph", "429", count=2, retry_after=1)
+    emulator.faults.add("graph", "503")
+    statuses = [get_me(emulator, access_token).status_code for _ in range(4)]
+    assert statuses == [429, 429, 503, 200]
+
+
+def test_graph_503_with_and_without_retry_after(emulator, access_token):
+    emulator.faults.add("graph", "503", retry_after=2.5)
+    emulator.faults.add("graph", "503")
+
+    first = get_me(emulator, access_token)
+    assert first.status_code == 503
+    assert first.headers["Retry-After"] == "2.5"
+    assert first.json()["error"]["code"] == "serviceNotAvailable"
+    second = get_me(emulator, access_token)
+    assert second.status_code == 503
+    assert "Retry-After" not in second.headers
+
+
+def test_graph_claims_challenge_and_msal_answering_it(emulator, default_app):
+    app = msal_app(emulator, default_app)
+    flow = app.initiate_auth_code_flow(["User.Read"], redirect_uri=default_app.redirect_uri,
+                                       response_mode="form_post")
+    result = app.acquire_token_by_auth_code_flow(
+        flow, browser_sign_in(flow["auth_uri"], ADELE, DEFAULT_PASSWORD).params)
+    emulator.clock.advance(120)   # the challenge asks for a token newer than this one
+    emulator.faults.add("graph", "claims_challenge")
+
+    challenged = get_me(emulator, result["access_token"])
+    assert challenged.status_code == 401
+    assert challenged.json()["error"]["code"] == "InvalidAuthenticationToken"
+    params = www_authenticate_params(challenged.headers["WWW-Authenticate"])
+    assert params["error"] == "insufficient_claims"
+    assert params["client_id"] == "00000003-0000-0000-c000-000000000000"
+    claims = json.loads(base64.b64decode(params["claims"]))
+    nbf = claims["access_token"]["nbf"]
+    assert nbf["essential"] is True
+    assert abs(int(nbf["value"]) - emulator.clock.now()) < 5
+
+    # What an app does with it: ask MSAL again with the claims, which bypasses the cache.
+    [account] = app.get_accounts()
+    renewed = app.acquire_token_silent(["User.Read"], account=account,
+                                       claims_challenge=json.dumps(claims))
+    assert "access_token" in renewed, renewed
+    assert renewed["access_token"] != result["access_token"]
+    assert decode_jwt(renewed["access_token"])[1]["iat"] >= int(nbf["value"])
+    assert get_me(emulator, renewed["access_token"]).status_code == 200
+
+
+def test_graph_delay_then_the_real_answer(emulator, access_token):
+    emulator.faults.add("graph", "delay", delay_seconds=0.3)
+    started = time.monotonic()
+    response = get_me(emulator, access_token)
+    assert time.monotonic() - started >= 0.3
+    assert response.status_code == 200
+
+
+def test_graph_faults_do_not_touch_the_token_endpoint(emulator, default_app):
+    emulator.faults.add("graph", "503")
+    assert client_credentials(emulator, default_app).status_code == 200
+    assert emulator.faults.pending() == [
+        {"target": "graph", "kind": "503", "retry_after": None, "delay_seconds": None}]
+
+
+def test_concurrent_calls_consume_each_fault_exactly_once(emulator, access_token):
+    emulator.faults.add("graph", "429", count=10, retry_after=1)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: get_me(emulator, access_token).status_code,
+                                 range(20)))
+    assert sorted(statuses) == [200] * 10 + [429] * 10
+    assert emulator.faults.pending() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Token endpoint
+# ---------------------------------------------------------------------------------------------
+
+def test_token_429_is_entras_error_with_retry_after(emulator, default_app):
+    emulator.faults.add("token", "429", retry_after=3)
+    response = client_credentials(emulator, default_app)
+    assert_entra_error(response, 429, "temporarily_unavailable", 90055)
+    assert response.headers["Retry-After"] == "3"
+    assert response.headers["Cache-Control"].startswith("no-store")
+    assert client_credentials(emulator, default_app).status_code == 200
+
+
+def test_token_429_reaches_the_app_through_msal(emulator, default_app):
+    emulator.faults.add("token", "429", retry_after=1)
+    result = msal_app(emulator, default_app).acquire_token_for_client(GRAPH_DEFAULT_SCOPE)
+    assert result["error"] == "temporarily_unavailable"
+    assert result["error_codes"] == [90055]
+
+
+def test_token_503_is_entras_error_and_msal_raises_on_it(emulator, default_app):
+    emulator.faults.add("token", "503", retry_after=2)
+    response = client_credentials(emulator, default_app)
+    assert_entra_error(response, 503, "temporarily_unavailable", 90033)
+    assert response.headers["Retry-After"] == "2"
+
+    emulator.faults.add("token", "503")
+    with pytest.raises(MsalServiceError, match="HTTP Error: 503"):   # MSAL raises on 5xx
+        msal_app(emulator, default_app).acquire_token_for_client(GRAPH_DEFAULT_SCOPE)
+
+
+def test_token_claims_challenge_is_interaction_required(emulator, default_app):
+    emulator.faults.add("token", "claims_challenge")
+    result = msal_app(emulator, default_app).acquire_token_for_client(GRAPH_DEFAULT_SCOPE)
+    assert result["error"] == "interaction_required"
+    assert result["error_codes"] == [50076]
+    assert result["suberror"] == "basic_action"
+    assert result["error_description"].startswith("AADSTS50076: ")
+
+
+def test_token_claims_challenge_on_the_code_redemption(emulator, default_app):
+    grant = sign_in_for_code(emulator, default_app)
+    emulator.faults.add("token", "claims_challenge")
+    assert_entra_error(redeem_code(emulator, default_app, grant), 400, "interaction_required",
+                       50076)
+
+
+def test_token_delay_then_the_real_answer(emulator, default_app):
+    emulator.faults.add("token", "delay", delay_seconds=0.3)
+    started = time.monotonic()
+    response = client_credentials(emulator, default_app)
+    assert time.monotonic() - started >= 0.3
+    assert response.status_code == 200
+    assert "access_token" in response.json()
+
+
+def test_token_faults_do_not_touch_graph(emulator, access_token):
+    emulator.faults.add("token", "429")
+    assert get_me(emulator, access_token).status_code == 200
+    assert len(emulator.faults.pending()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process API
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "kwargs", "complaint"), [
+    (("mail", "429"), {}, "target must be one of graph, token"),
+    (("graph", "500"), {}, "kind must be one of 429, 503, claims_challenge, delay"),
+    (("graph", "429"), {"count": 0}, "count must be a whole number"),
+    (("graph", "429"), {"count": True}, "count must be a whole number"),
+    (("graph", "429"), {"retry_after": -1}, "retry_after must be a number of seconds"),
+    (("graph", "429"), {"retry_after": float("nan")}, "retry_after must be a number"),
+    (("graph", "delay"), {}, "kind 'delay' needs delay_seconds"),
+    (("token", "delay"), {"delay_seconds": 7200}, "delay_seconds must be a number"),
+])
+def test_add_refuses_bad_arguments_with_a_clear_message(args, kwargs, complaint):
+    faults = FaultInjector()
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        faults.add(*args, **kwargs)
+    assert faults.pending() == []
+
+
+def test_clear_drops_every_pending_fault(emulator, access_token):
+    emulator.faults.add("graph", "429", count=3)
+    emulator.faults.add("token", "503")
+    emulator.faults.clear()
+    assert emulator.faults.pending() == []
+    assert get_me(emulator, access_token).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin endpoint
+# ---------------------------------------------------------------------------------------------
+
+def test_admin_adds_lists_and_clears_faults(emulator, access_token):
+    added = admin(emulator, "POST", "faults",
+                  json={"target": "graph", "kind": "429", "count": 2, "retry_after": 4})
+    assert added.status_code == 201, added.text
+    assert added.headers["Content-Type"].startswith("application/json")
+    assert admin(emulator, "GET", "faults").json()["pending"] == [
+        {"target": "graph", "kind": "429", "retry_after": 4, "delay_seconds": None}] * 2
+
+    response = get_me(emulator, access_token)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "4"
+    assert len(admin(emulator, "GET", "faults").json()["pending"]) == 1
+
+    cleared = admin(emulator, "DELETE", "faults")
+    assert cleared.status_code == 200
+    assert admin(emulator, "GET", "faults").json() == {"pending": []}
+    assert get_me(emulator, access_token).status_code == 200
+
+
+@pytest.mark.parametrize(("body", "complaint"), [
+    (b"{not json", "the body must be a JSON object"),
+    (b"[1, 2]", "the body must be a JSON object"),
+    (b'{"target": "graph", "kind": "418"}', "kind must be one of"),
+    (b'{"target": "userinfo", "kind": "429"}', "target must be one of"),
+    (b'{"target": "graph", "kind": "429", "count": "3"}', "count must be a whole number"),
+    (b'{"target": "graph", "kind": "429", "retry_after": "soon"}', "retry_after must be"),
+    (b'{"target": "graph", "kind": "delay"}', "needs delay_seconds"),
+    (b'{"target": "graph", "kind": "429", "colour": "red"}', "unknown field(s): colour"),
+])
+def test_admin_refuses_bad_fault_requests_with_400(emulator, body, complaint):
+    response = admin(emulator, "POST", "faults", data=body,
+                     headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()
+    assert error["error"] == "invalid_request"
+    assert complaint in error["error_description"]
+    assert emulator.faults.pending() == []
+
+
+def test_admin_adds_lists_and_clears_defects(emulator, default_app):
+    added = admin(emulator, "POST", "defects",
+                  json={"client_id": default_app.client_id, "defect": "alg_none", "count": 2})
+    assert added.status_code == 201, added.text
+    assert admin(emulator, "GET", "defects").json()["pending"] == [
+        {"client_id": default_app.client_id, "defect": "alg_none"}] * 2
+    assert admin(emulator, "DELETE", "defects").status_code == 200
+    assert emulator.defects.pending() == []
+
+
+@pytest.mark.parametrize(("body", "complaint"), [
+    ({"defect": "rot13"}, "unknown defect 'rot13'; known defects: bad_signature, alg_none"),
+    ({"defect": "alg_none", "client_id": None}, "client_id must be the appId of an "
+                                                "application in the directory (got None)"),
+    ({"defect": "alg_none", "client_id": "not-an-app"}, "(got 'not-an-app')"),
+    ({"defect": "alg_none", "count": -1}, "count must be"),
+    ({"defect": "alg_none", "count": 10**9}, "count must be"),
+])
+def test_admin_refuses_bad_defect_requests_with_400(emulator, default_app, body, complaint):
+    body = {"client_id": default_app.client_id, **body}
+    response = admin(emulator, "POST", "defects", json=body)
+    assert response.status_code == 400
+    assert complaint in response.json()["error_description"]
+    assert emulator.defects.pending() == []
+
+
+def test_admin_rotates_keys_keeping_the_old_one_published(start_emulator):
+    emu = start_emulator()
+    jwks_uri = requests.get(f"{emu.authority}/v2.0/.well-known/openid-configuration",
+                            verify=emu.ca_bundle).json()["jwks_uri"]
+    before = [key["kid"] for key in requests.get(jwks_uri, verify=emu.ca_bundle).json()["keys"]]
+
+    response = admin(emu, "POST", "rotate-keys")
+
+    assert response.status_code == 200, response.text
+    new_kid = response.json()["current_kid"]
+    after = [key["kid"] for key in requests.get(jwks_uri, verify=emu.ca_bundle).json()["keys"]]
+    assert new_kid not in before
+    assert new_kid in after and set(before) <= set(after)
+    assert emu.keys.current.kid == new_kid
+
+
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("192.168.1.20", False), ("10.0.0.1", False), ("2001:db8::1", False),
+    ("::ffff:192.0.2.1", False), ("", False),
+])
+def test_admin_answers_loopback_callers_only(emulator, address, allowed):
+    client = emulator.app.test_client()
+    environ = {"REMOTE_ADDR": address}
+    response = client.post("/_emulator/faults", json={"target": "graph", "kind": "503"},
+                           environ_base=environ)
+    if allowed:
+        assert response.status_code == 201
+    else:
+        assert response.status_code == 403
+        assert response.json["error"] == "access_denied"
+        assert emulator.faults.pending() == []
+        for method, path in (("GET", "faults"), ("DELETE", "faults"), ("POST", "defects"),
+                             ("DELETE", "defects"), ("POST", "rotate-keys")):
+            refused = client.open(f"/_emulator/{path}", method=method, environ_base=environ,
+                                  json={})
+            assert refused.status_code == 403, (method, path)
