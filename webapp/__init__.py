@@ -1,0 +1,215 @@
+"""A Flask web app that signs users in with the Microsoft identity platform (MSAL) and calls
+Microsoft Graph with their access token."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cachelib.base import BaseCache
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+)
+from flask.typing import ResponseReturnValue
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import auth, views
+from .auth import Identity
+from .config import (
+    DEFAULTS,
+    Settings,
+    configure_session_store,
+    describe_problems,
+    load_settings,
+    read_environment,
+)
+from .errors import AppError, register_error_handlers
+from .graph import GraphClient
+from .oidc import Provider, ProviderError
+from .outbound import OutboundSession
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
+# Loggers whose records may carry authorization-response values: access logs print request lines;
+# MSAL's DEBUG log prints each token request's parameters (tokens masked, not code/verifier).
+REDACTED_LOGGERS = ("werkzeug", "gunicorn.access", "gunicorn.error", "msal.token_cache",
+                    "msal.application", "msal.oauth2cli.oauth2", "msal.oauth2cli.oidc")
+
+
+@dataclass
+class Services:
+    """What the app builds once per process and shares across requests."""
+
+    settings: Settings
+    http: OutboundSession
+    provider: Provider
+    identity: Identity
+    graph: GraphClient
+    records: BaseCache
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app. Settings come from the environment and `.env`, or, when `test_config` is
+    given, from it alone (so tests are not affected by a developer's environment)."""
+    app = Flask(__name__)
+    settings = load_settings(read_environment() if test_config is None else test_config)
+    app.config["TESTING"] = bool(test_config and test_config.get("TESTING"))
+    app.secret_key = settings.secret_key
+    install_log_redaction()
+    register_error_handlers(app)
+    app.add_url_rule("/healthz", "healthz", healthz)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(auth.bp)
+    app.add_url_rule(callback_path(settings), "auth.authorization_response",
+                     auth.authorization_response, methods=["GET", "POST"])
+    app.after_request(security_headers)
+    app.context_processor(template_globals)
+
+    if settings.problems:
+        log.error("The app is not configured. %s (see .env.sample)",
+                  describe_problems(settings.problems))
+        app.before_request(show_configuration_problems)
+        app.extensions["webapp"] = None
+        app.extensions["webapp_settings"] = settings
+        return app
+    if settings.secret_key_generated:
+        log.warning("SECRET_KEY is not set: using a random key, so sessions end when this "
+                    "process stops and are not shared between processes. Set SECRET_KEY.")
+
+    http = OutboundSession(settings.http_timeout, settings.ca_bundle)
+    provider = Provider(http, settings.authority_url, settings.client_id,
+                        generic_oidc=bool(settings.oidc_authority))
+    records = configure_session_store(app, settings)
+    app.extensions["webapp"] = Services(
+        settings=settings, http=http, provider=provider,
+        identity=Identity(settings, http, provider, records),
+        graph=GraphClient(http, settings.graph_endpoint, max_wait=settings.graph_retry_max_wait),
+        records=records)
+    app.extensions["webapp_settings"] = settings
+    app.before_request(redirect_loopback_ip)
+    if settings.trusted_proxy_hops:
+        hops = settings.trusted_proxy_hops
+        # Only as many X-Forwarded-* entries as there are proxies we run are believed.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,
+                                x_port=hops)  # type: ignore[method-assign]
+    return app
+
+
+def callback_path(settings: Settings) -> str:
+    """The callback lives at REDIRECT_URI's path (the default's while REDIRECT_URI is invalid)."""
+    if any(problem.key == "REDIRECT_URI" for problem in settings.problems):
+        return urlsplit(DEFAULTS["REDIRECT_URI"]).path
+    return settings.redirect_path
+
+
+def healthz() -> ResponseReturnValue:
+    settings: Settings = current_app.extensions["webapp_settings"]
+    if settings.problems:
+        return jsonify(status="misconfigured",
+                       settings=sorted({p.key for p in settings.problems})), 503
+    return jsonify(status="ok")
+
+
+def show_configuration_problems() -> ResponseReturnValue | None:
+    if request.endpoint in ("healthz", "static"):
+        return None
+    settings: Settings = current_app.extensions["webapp_settings"]
+    error = AppError(503, "The app is not configured yet",
+                     "Set these settings in the environment or in a .env file (see .env.sample), "
+                     "then restart the app.")
+    return render_template("error.html", error=error, problems=settings.problems), 503
+
+
+def redirect_loopback_ip() -> ResponseReturnValue | None:
+    """Browsing to 127.0.0.1 while REDIRECT_URI says localhost (or a name) would end in a
+    redirect-URI mismatch (AADSTS50011) and cookies on the wrong host: go to the configured
+    host instead."""
+    settings: Settings = current_app.extensions["webapp"].settings
+    host = urlsplit("//" + request.host).hostname
+    if (host in LOOPBACK_IPS and host != settings.redirect_host and request.endpoint != "healthz"
+            and request.method in ("GET", "HEAD")):
+        path = request.script_root + request.full_path.rstrip("?")
+        return redirect(settings.redirect_origin + path, 302)
+    return None
+
+
+def security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+        f"form-action {' '.join(_form_targets(current_app))}; "
+        "frame-ancestors 'none'; base-uri 'none'")
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    if request.endpoint != "static":
+        # Pages show personal data, and the callback's answer must not be replayed from a cache.
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _form_targets(app: Flask) -> list[str]:
+    """'self' plus the provider's origins: Chrome applies form-action to the redirect that
+    follows the sign-out form, which goes to the provider's end_session_endpoint."""
+    services: Services | None = app.extensions.get("webapp")
+    if services is None:
+        return ["'self'"]
+    metadata = services.provider.cached_metadata()
+    if metadata is None and session.get(auth.USER):
+        try:
+            metadata = services.provider.metadata()
+        except ProviderError:
+            metadata = None
+    origins = metadata.browser_origins if metadata else ()
+    return ["'self'", *origins]
+
+
+def template_globals() -> dict:
+    user = session.get(auth.USER) if session else None
+    return {"signed_in": bool(user), "csrf_token": session.get(auth.CSRF_TOKEN, "") if user else ""}
+
+
+class RedactOAuthParameters(logging.Filter):
+    """An authorization response in a query string (query response mode) puts `code` and `state`
+    in access-log request lines; MSAL's debug log prints them as JSON. Redact them, and any
+    token-like parameter, in both forms."""
+
+    NAMES = (r"(code|state|session_state|id_token|access_token|refresh_token|client_info|"
+             r"code_verifier|client_secret|client_assertion|csrf_token|nonce)")
+    QUERY = re.compile(rf"(?i)\b{NAMES}=[^&\s\"']*")
+    JSON = re.compile(rf'(?i)"{NAMES}"(\s*:\s*)"[^"]*"')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        if isinstance(record.args, dict):  # gunicorn's atoms: a dict subclass, kept as is
+            for key, value in record.args.items():
+                record.args[key] = self.redact(value)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(self.redact(v) for v in record.args)
+        return True
+
+    def redact(self, value):
+        if not isinstance(value, str):
+            return value
+        value = self.QUERY.sub(r"\1=[redacted]", value)
+        return self.JSON.sub(r'"\1"\2"[redacted]"', value)
+
+
+def install_log_redaction() -> None:
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactOAuthParameters) for f in logger.filters):
+            logger.addFilter(RedactOAuthParameters())

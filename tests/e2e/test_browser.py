@@ -36,7 +36,7 @@ def free_port() -> int:
 @pytest.fixture
 def live_stack(start_emulator: Any, tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """The emulator and the web app, each on its own loopback port, as `make run` runs them."""
-    from conftest import default_directory_document
+    from tests.conftest import default_directory_document
 
     port = free_port()
     base = f"http://localhost:{port}"

@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
-from conftest import (
+
+from tests.conftest import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,

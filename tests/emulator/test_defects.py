@@ -11,10 +11,10 @@ from typing import Any
 import jwt
 import pytest
 import requests
-from conftest import decode_jwt, redeem_code, refresh, sign_in_for_code
 from cryptography.hazmat.primitives import serialization
 
 from entra_emulator.defects import DEFECTS, DefectInjector
+from tests.conftest import decode_jwt, redeem_code, refresh, sign_in_for_code
 
 CLOCK_SKEW = 300
 # What a strict RP (security-checklist.md §I, steps 4-5) finds wrong with each defect.

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import default_directory_document, make_certificate
 from cryptography.hazmat.primitives import hashes, serialization
 
 from entra_emulator.__main__ import main
 from entra_emulator.directory import DEFAULT_DIRECTORY, DirectoryError, load_directory
 from entra_emulator.server import EmulatorServer
+from tests.conftest import default_directory_document, make_certificate
 
 
 def test_default_directory():

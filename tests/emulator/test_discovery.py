@@ -8,9 +8,10 @@ import hashlib
 import msal
 import pytest
 import requests
-from conftest import assert_entra_error
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.conftest import assert_entra_error
 
 
 def get(emu, path: str) -> requests.Response:

@@ -12,7 +12,10 @@ from typing import Any
 import msal
 import pytest
 import requests
-from conftest import (
+from msal.exceptions import MsalServiceError
+
+from entra_emulator.faults import FaultInjector
+from tests.conftest import (
     ADELE,
     DEFAULT_PASSWORD,
     assert_entra_error,
@@ -22,9 +25,6 @@ from conftest import (
     sign_in_for_code,
     token_url,
 )
-from msal.exceptions import MsalServiceError
-
-from entra_emulator.faults import FaultInjector
 
 GRAPH_DEFAULT_SCOPE = ["https://graph.microsoft.com/.default"]
 

@@ -11,9 +11,9 @@ from typing import Any
 import msal
 import pytest
 import requests
-from conftest import ADELE, DEFAULT_PASSWORD, MEGAN, browser_sign_in, decode_jwt
 
 from entra_emulator.directory import DEFAULT_DIRECTORY
+from tests.conftest import ADELE, DEFAULT_PASSWORD, MEGAN, browser_sign_in, decode_jwt
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 DEFAULT_KEYS = ["@odata.context", "businessPhones", "displayName", "givenName", "jobTitle",

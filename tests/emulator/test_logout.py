@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import ADELE, authorize_url, sign_in_for_code
+
+from tests.conftest import ADELE, authorize_url, sign_in_for_code
 
 
 @pytest.fixture

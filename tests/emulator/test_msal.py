@@ -8,7 +8,10 @@ from typing import Any
 import msal
 import pytest
 import requests
-from conftest import (
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from tests.conftest import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,
@@ -17,8 +20,6 @@ from conftest import (
     default_directory_document,
     make_certificate,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 SCOPES = ["User.Read"]
 

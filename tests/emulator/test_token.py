@@ -12,7 +12,11 @@ import uuid
 import jwt
 import pytest
 import requests
-from conftest import (
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from entra_emulator.server import EmulatorServer
+from tests.conftest import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,
@@ -28,10 +32,6 @@ from conftest import (
     sign_in_for_code,
     token_url,
 )
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from entra_emulator.server import EmulatorServer
 
 GRAPH = "00000003-0000-0000-c000-000000000000"
 

@@ -1,0 +1,93 @@
+"""Sign-out (security checklist F1, F2): POST with a CSRF token only; session and token cache gone
+before the browser is sent to the provider's end_session_endpoint."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+    ADELE,
+    Browser,
+    app_fixture,
+    browser_fixture,
+    browser_sign_in_fn_fixture,
+    closed_port_fixture,
+    make_app_fixture,
+    session_of,
+    stored_sessions,
+)
+
+
+def csrf_token(browser) -> str:
+    page = browser.client.get("/").get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def test_sign_out_clears_everything_and_goes_to_the_provider(app, browser, emulator):
+    browser.sign_in()
+    token = csrf_token(browser)
+    response = browser.client.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 303
+    location = urlsplit(response.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}" == emulator.http_base
+    assert location.path == f"/{emulator.tenant_id}/oauth2/v2.0/logout"
+    params = parse_qs(location.query)
+    assert params["post_logout_redirect_uri"] == ["http://localhost:5000/"]
+    assert "post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A5000%2F" in location.query
+    assert params["logout_hint"][0]  # login_hint claim, else the username
+    assert "id_token_hint" not in params  # no token in a URL
+    assert stored_sessions(app) == {}
+    assert any(c.startswith("session=;") for c in response.headers.getlist("Set-Cookie"))
+    # The provider accepts it (registered post-logout URI) and sends the browser back.
+    back = requests.get(response.headers["Location"], allow_redirects=False, timeout=10)
+    assert back.status_code in (302, 303)
+    assert back.headers["Location"].startswith("http://localhost:5000/")
+
+
+def test_logout_hint_falls_back_to_the_username(app, browser):
+    browser.sign_in()
+    claims = session_of(app, browser)["id_token_claims"]
+    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+    hint = parse_qs(urlsplit(response.headers["Location"]).query)["logout_hint"][0]
+    assert hint == (claims.get("login_hint") or ADELE)
+
+
+def test_sign_out_without_csrf_token_does_nothing(app, browser):
+    browser.sign_in()
+    before = stored_sessions(app)
+    for data in ({}, {"csrf_token": "forged"}, {"csrf_token": "é"}):
+        response = browser.client.post("/logout", data=data)
+        assert response.status_code == 400
+        assert "still signed in" in response.get_data(as_text=True)
+    assert stored_sessions(app) == before
+    assert "Adele Vance" in browser.client.get("/").get_data(as_text=True)
+
+
+def test_get_logout_only_asks_for_confirmation(app, browser):
+    browser.sign_in()
+    before = stored_sessions(app)
+    response = browser.client.get("/logout")
+    assert response.status_code == 200
+    assert '<form method="post" action="/logout"' in response.get_data(as_text=True)
+    assert stored_sessions(app) == before
+
+
+def test_sign_out_when_signed_out_is_harmless(app, browser):
+    response = browser.client.post("/logout")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    assert browser.client.get("/logout").status_code == 303
+
+
+def test_configured_post_logout_redirect_uri_is_url_encoded(make_app, emulator,
+                                                            browser_sign_in_fn):
+
+    app = make_app(POST_LOGOUT_REDIRECT_URI="http://localhost:5000/getAToken")
+    browser = Browser(app, emulator, browser_sign_in_fn)
+    browser.sign_in()
+    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+    assert "post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A5000%2FgetAToken" in (
+        response.headers["Location"])

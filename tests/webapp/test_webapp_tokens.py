@@ -1,0 +1,178 @@
+"""Token lifetimes: silent refresh when the access token expires, a refused refresh, an invalid ID
+token in a refresh (OIDC Core 12.2), the session's own lifetime, and the provider going away."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+    Browser,
+    CallRecorder,
+    app_fixture,
+    browser_fixture,
+    browser_sign_in_fn_fixture,
+    closed_port_fixture,
+    default_directory_document,
+    make_app_fixture,
+    registered_app,
+    revoke_refresh_token,
+    session_of,
+    stored_sessions,
+    token_cache_of,
+)
+
+# MSAL treats an access token with under 5 minutes left as expired, so 60 s tokens are renewed
+# on every use: each page that needs one shows a refresh, without sleeping in the test.
+SHORT_ACCESS_TOKEN = {"accessToken": 60, "refreshToken": 3600}
+
+
+@pytest.fixture
+def short_lived(start_emulator):
+    directory = default_directory_document()
+    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
+    return start_emulator(directory=directory)
+
+
+@pytest.fixture
+def short_app(make_app, short_lived):
+    return make_app(short_lived)
+
+
+@pytest.fixture
+def short_browser(short_app, short_lived, browser_sign_in_fn):
+    browser = Browser(short_app, short_lived, browser_sign_in_fn)
+    assert browser.sign_in().status_code == 303
+    return browser
+
+
+def test_expired_access_token_is_refreshed_silently(short_app, short_browser):
+    before = token_cache_of(short_app, session_of(short_app, short_browser))
+    calls = CallRecorder(short_app)
+    response = short_browser.client.get("/graph")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "Adele Vance" in response.get_data(as_text=True)
+    assert calls.count("POST", "/oauth2/v2.0/token") == 1
+    after = token_cache_of(short_app, session_of(short_app, short_browser))
+    old_at = next(iter(before["AccessToken"].values()))["secret"]
+    new_at = next(iter(after["AccessToken"].values()))["secret"]
+    assert old_at != new_at  # the new token was saved in the session's cache
+    assert short_browser.client.get("/graph").status_code == 200
+
+
+def test_refused_refresh_asks_to_sign_in_again(short_app, short_browser, short_lived):
+    revoke_refresh_token(short_app, short_browser, short_lived)
+    response = short_browser.client.get("/graph")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 401
+    assert "Please sign in again" in body and "expired or was revoked" in body
+    assert 'href="/login?next=/graph"' in body
+    assert stored_sessions(short_app) == {}  # the dead session is gone
+    again = short_browser.sign_in(next_path="/graph")
+    assert again.headers["Location"] == "/graph"
+    assert short_browser.client.get("/graph").status_code == 200
+
+
+def test_expired_refresh_token_asks_to_sign_in_again(short_app, short_browser, short_lived):
+    short_lived.clock.advance(2 * 3600)  # past the refresh token's 1 h lifetime
+    response = short_browser.client.get("/graph")
+    assert response.status_code == 401
+    assert "Please sign in again" in response.get_data(as_text=True)
+    assert stored_sessions(short_app) == {}
+
+
+@pytest.mark.parametrize("defect", ["wrong_iss", "missing_sub", "bad_signature", "wrong_aud"])
+def test_invalid_id_token_from_a_refresh_ends_the_session(short_app, short_browser, short_lived,
+                                                          defect):
+    short_lived.defects.add(registered_app(short_lived).app_id, defect)
+    response = short_browser.client.get("/graph")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 401
+    assert "invalid ID token while renewing your sign-in" in body
+    assert stored_sessions(short_app) == {}
+    assert short_browser.client.get("/graph").status_code == 302
+
+
+def test_session_ends_after_its_lifetime_whatever_the_tokens(app, browser):
+    browser.sign_in()
+    store = app.session_interface.cache
+    key = app.session_interface.key_prefix + browser.cookie().value
+    data = store.get(key)
+    data["signed_in_at"] = int(time.time()) - app.extensions["webapp"].settings.session_lifetime - 1
+    store.set(key, data)
+    assert "Hello" not in browser.client.get("/").get_data(as_text=True)
+    assert browser.client.get("/graph").status_code == 302
+    assert stored_sessions(app) == {}
+
+
+def test_provider_down_after_sign_in_gives_a_502_page(make_app, start_emulator,
+                                                      browser_sign_in_fn):
+    directory = default_directory_document()
+    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
+    emu = start_emulator(directory=directory)
+    app = make_app(emu, HTTP_TIMEOUT="2")
+    browser = Browser(app, emu, browser_sign_in_fn)
+    browser.sign_in()
+    before = stored_sessions(app)
+    emu.stop()
+    response = browser.client.get("/graph")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 502
+    assert f"Could not reach the identity provider at {emu.https_base}" in body
+    assert stored_sessions(app) == before  # still signed in for when it comes back
+
+
+def test_unreadable_token_cache_asks_to_sign_in_again(make_app, emulator, browser_sign_in_fn):
+    """A session written under another SECRET_KEY (or altered in the store) is not trusted."""
+    first = make_app(SECRET_KEY="first-secret-key-0123456789")
+    browser = Browser(first, emulator, browser_sign_in_fn)
+    browser.sign_in()
+    second = make_app(SECRET_KEY="second-secret-key-0123456789")  # same session folder
+    browser.app, cookie = second, browser.cookie()
+    browser.client = second.test_client()
+    browser.client.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
+    response = browser.client.get("/graph")
+    assert response.status_code == 401
+    assert "could not be read" in response.get_data(as_text=True)
+    assert stored_sessions(second) == {}
+
+
+def test_concurrent_users_never_get_each_others_tokens(make_app, emulator, browser_sign_in_fn,
+                                                       caplog):
+    """Two users hit /graph in parallel through a threaded server; Graph's answer names whose
+    token was used, so any mix-up in the pooled MSAL apps would show."""
+    import logging
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from werkzeug.serving import make_server
+
+    caplog.set_level(logging.WARNING, logger="werkzeug")  # restored after the test
+    app = make_app()
+    cookies = {}
+    for username, name in (("AdeleV@contoso.onmicrosoft.com", "Adele Vance"),
+                           ("MeganB@contoso.onmicrosoft.com", "Megan Bowen")):
+        browser = Browser(app, emulator, browser_sign_in_fn)
+        browser.sign_in(username=username)
+        cookies[name] = browser.cookie().value
+    server = make_server("localhost", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def fetch(name: str) -> tuple[str, str]:
+        response = requests.get(f"http://localhost:{server.server_port}/graph", timeout=30,
+                                headers={"Cookie": f"session={cookies[name]}"})
+        return name, response.text
+
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(pool.map(fetch, ["Adele Vance", "Megan Bowen"] * 12))
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    for name, page in results:
+        other = "Megan Bowen" if name == "Adele Vance" else "Adele Vance"
+        assert f'<h1 class="profile-name">{name}</h1>' in page
+        assert other not in page

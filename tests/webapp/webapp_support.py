@@ -1,0 +1,226 @@
+"""Helpers and fixtures for the web app's tests: the app configured against the real emulator (over
+TLS), and a `Browser` that drives both the way a user's browser does.
+
+Test modules import the fixtures they use from here: this folder has no conftest.py, because a
+second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`.
+
+The app runs in Flask's test client; the emulator's sign-in pages are driven over real HTTP by the
+shared `browser_sign_in` helper; the final request the browser would make back to the app (a GET
+for query responses, a POST for form_post) is then fed into the test client.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from webapp import create_app
+
+APP_DISPLAY_NAME = "python-webapp"
+PASSWORD = "Passw0rd!"
+ADELE = "AdeleV@contoso.onmicrosoft.com"
+MEGAN = "MeganB@contoso.onmicrosoft.com"
+SESSION_COOKIE = "session"
+BINDING_COOKIE = "signin_binding"
+
+
+def default_directory_document() -> dict[str, Any]:
+    """The emulator's packaged default directory as a dict, photos made absolute, for tests that
+    change it (the same as tests/conftest.py's helper, which is not importable from here: both
+    folders have a conftest module)."""
+    from entra_emulator.directory import DEFAULT_DIRECTORY
+
+    document = json.loads(DEFAULT_DIRECTORY.read_text())
+    for user in document["users"]:
+        if "photo" in user:
+            user["photo"] = str(DEFAULT_DIRECTORY.parent / user["photo"])
+    return document
+
+
+def registered_app(emu):
+    return next(a for a in emu.directory.applications if a.display_name == APP_DISPLAY_NAME)
+
+
+def webapp_config(emu, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    app = registered_app(emu)
+    config = {
+        "CLIENT_ID": app.app_id,
+        "CLIENT_SECRET": app.password_credentials[0].secret_text,
+        "AUTHORITY": emu.authority,
+        "ENDPOINT": emu.graph_me_url,
+        "CA_BUNDLE": str(emu.ca_bundle),
+        "SECRET_KEY": "webapp-tests-secret-key-0123456789",
+        "SESSION_FILE_DIR": str(tmp_path / "sessions"),
+        "REDIRECT_URI": "http://localhost:5000/getAToken",
+        "TESTING": True,
+    }
+    config.update(overrides)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+class Browser:
+    """One user's browser: cookies for the app (Flask test client) and for the emulator."""
+
+    def __init__(self, app, emu, sign_in_fn: Callable[..., Any]) -> None:
+        self.app = app
+        self.emu = emu
+        self.client = app.test_client()
+        self._idp_sessions: dict[str, requests.Session] = {}  # the provider's SSO, per account
+        self._sign_in_fn = sign_in_fn
+
+    # -- the steps of a sign-in -----------------------------------------------------------
+
+    def start(self, next_path: str | None = None):
+        """GET /login; returns the response (302 to the provider)."""
+        query = {"next": next_path} if next_path is not None else None
+        return self.client.get("/login", query_string=query)
+
+    def authorize(self, authorize_url: str, username: str = ADELE, **kwargs: Any):
+        """Drive the emulator's sign-in (and consent) pages; the browser's next request. Each
+        account keeps its own provider session (its SSO would otherwise answer for the first)."""
+        idp = self._idp_sessions.setdefault(username, requests.Session())
+        idp.verify = str(self.emu.ca_bundle)
+        return self._sign_in_fn(authorize_url, username, PASSWORD, session=idp, **kwargs)
+
+    def deliver(self, result, *, cross_site: bool = True):
+        """Make the request the provider sent the browser to. A form_post from a cross-site
+        provider (real Entra) carries no SameSite=Lax cookie, so the session cookie is left out."""
+        parts = urlsplit(result.url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        if result.method.upper() == "GET":
+            return self.client.get(target)
+        if not cross_site:
+            return self.client.post(target, data=result.data)
+        return self.without_session_cookie(lambda: self.client.post(target, data=result.data))
+
+    def sign_in(self, next_path: str | None = None, username: str = ADELE):
+        """The whole sign-in; returns the app's answer to the callback."""
+        response = self.start(next_path)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return self.deliver(self.authorize(response.headers["Location"], username))
+
+    # -- cookies ----------------------------------------------------------------------------
+
+    def cookie(self, name: str = SESSION_COOKIE):
+        return self.client.get_cookie(name)
+
+    def without_session_cookie(self, send: Callable[[], Any]):
+        saved = self.cookie()
+        if saved is not None:
+            self.client.delete_cookie(saved.key, domain=saved.domain, path=saved.path)
+        response = send()
+        if saved is not None and self.cookie() is None and not _deletes_cookie(response):
+            self.client.set_cookie(saved.key, saved.value, domain=saved.domain, path=saved.path)
+        return response
+
+    def set_cookies(self, response) -> list[str]:
+        return response.headers.getlist("Set-Cookie")
+
+
+def _deletes_cookie(response) -> bool:
+    return any(c.startswith(f"{SESSION_COOKIE}=;") for c in response.headers.getlist("Set-Cookie"))
+
+
+# -- looking into the app's server-side storage (tests only) ----------------------------------
+
+def stored_sessions(app) -> dict[str, dict[str, Any]]:
+    """Every stored session, by file name, read the way cachelib's FileSystemCache writes them."""
+    directory = Path(app.extensions["webapp"].settings.session_file_dir)
+    sessions = {}
+    for path in sorted(directory.iterdir()) if directory.exists() else ():
+        if path.is_file():
+            with path.open("rb") as f:
+                struct.unpack("I", f.read(4))
+                value = pickle.load(f)
+            if isinstance(value, dict):  # not cachelib's own item counter
+                sessions[path.name] = value
+    return sessions
+
+
+def session_of(app, browser: Browser) -> dict[str, Any] | None:
+    cookie = browser.cookie()
+    if cookie is None:
+        return None
+    return app.session_interface.cache.get(app.session_interface.key_prefix + cookie.value)
+
+
+def token_cache_of(app, session: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(app.extensions["webapp"].identity.unseal(session["token_cache"]))
+
+
+def state_of(authorize_url: str) -> str:
+    return parse_qs(urlsplit(authorize_url).query)["state"][0]
+
+
+class CallRecorder:
+    """Counts the app's outbound calls by URL (a requests response hook on its one session)."""
+
+    def __init__(self, app) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+        app.extensions["webapp"].http.hooks["response"].append(self._record)
+
+    def _record(self, response, *args, **kwargs):
+        self.calls.append((response.request.method, response.request.url.split("?")[0],
+                           response.status_code))
+
+    def count(self, method: str, path_end: str) -> int:
+        return sum(1 for m, url, _ in self.calls if m == method and url.endswith(path_end))
+
+
+def revoke_refresh_token(app, browser: Browser, emu) -> None:
+    """Make the app's refresh token unusable the way a stolen copy does: someone else redeems it
+    first, so the provider rotates it, and the app's later use revokes the whole family."""
+    cache = token_cache_of(app, session_of(app, browser))
+    refresh_token = next(iter(cache["RefreshToken"].values()))["secret"]
+    registration = registered_app(emu)
+    response = requests.post(
+        f"{emu.authority}/oauth2/v2.0/token", verify=str(emu.ca_bundle), timeout=10,
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token,
+              "client_id": registration.app_id,
+              "client_secret": registration.password_credentials[0].secret_text,
+              "scope": "User.Read offline_access openid profile"})
+    assert response.status_code == 200, response.text
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+@pytest.fixture(name="make_app")
+def make_app_fixture(emulator, tmp_path) -> Callable[..., Any]:
+    def make(emu=None, **overrides: Any):
+        return create_app(webapp_config(emu or emulator, tmp_path, **overrides))
+    return make
+
+
+@pytest.fixture(name="app")
+def app_fixture(make_app):
+    return make_app()
+
+
+@pytest.fixture(name="browser")
+def browser_fixture(app, emulator, browser_sign_in_fn):
+    return Browser(app, emulator, browser_sign_in_fn)
+
+
+@pytest.fixture(name="browser_sign_in_fn")
+def browser_sign_in_fn_fixture(browser_sign_in) -> Callable[..., Any]:
+    """The shared scripted browser for the emulator's pages (tests/conftest.py)."""
+    return browser_sign_in
+
+
+@pytest.fixture(name="closed_port")
+def closed_port_fixture() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+

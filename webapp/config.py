@@ -1,0 +1,346 @@
+"""Settings: read once from the environment (and `.env`), checked, turned into the session store.
+
+Every problem is collected, not raised, so the app can start and show one page that names every
+setting to fix (and log the same at start) instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cachelib.base import BaseCache
+from dotenv import dotenv_values, find_dotenv
+from flask import Flask
+from flask_session import Session
+
+log = logging.getLogger(__name__)
+
+# MSAL adds these to every sign-in itself and refuses them in the `scopes` argument.
+RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+APP_PATHS = frozenset({"", "/login", "/logout", "/graph", "/claims", "/healthz"})
+
+DEFAULTS = {
+    "REDIRECT_URI": "http://localhost:5000/getAToken",
+    "SCOPE": "User.Read",
+    "ENDPOINT": "https://graph.microsoft.com/v1.0/me",
+    "SESSION_TYPE": "filesystem",
+    "SESSION_FILE_DIR": ".flask_session",
+    "RESPONSE_MODE": "form_post",
+    "TRUSTED_PROXY_HOPS": "0",
+    "SESSION_LIFETIME": "28800",
+    "HTTP_TIMEOUT": "10",
+    "GRAPH_RETRY_MAX_WAIT": "5",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One setting that must be fixed, named the way the user sets it."""
+
+    key: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    client_id: str = ""
+    client_secret: str = ""
+    client_certificate_pem: str = ""
+    client_private_key_pem: str = ""
+    client_private_key_passphrase: str = ""
+    authority: str = ""  # Entra authority, e.g. https://login.microsoftonline.com/<tenant>
+    oidc_authority: str = ""  # or a generic OpenID provider's issuer URL
+    redirect_uri: str = DEFAULTS["REDIRECT_URI"]
+    post_logout_redirect_uri: str = ""
+    scopes: tuple[str, ...] = ("User.Read",)
+    graph_endpoint: str = DEFAULTS["ENDPOINT"]
+    secret_key: str = ""
+    secret_key_generated: bool = False
+    session_type: str = "filesystem"
+    session_file_dir: str = DEFAULTS["SESSION_FILE_DIR"]
+    redis_url: str = ""
+    ca_bundle: str = ""
+    response_mode: str = "form_post"
+    trusted_proxy_hops: int = 0
+    session_lifetime: int = 28800
+    http_timeout: float = 10.0
+    graph_retry_max_wait: float = 5.0
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def authority_url(self) -> str:
+        return self.oidc_authority or self.authority
+
+    @property
+    def redirect_path(self) -> str:
+        return urlsplit(self.redirect_uri).path
+
+    @property
+    def redirect_host(self) -> str:
+        return urlsplit(self.redirect_uri).hostname or "localhost"
+
+    @property
+    def redirect_origin(self) -> str:
+        parts = urlsplit(self.redirect_uri)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def uses_https(self) -> bool:
+        return self.redirect_uri.startswith("https://")
+
+    @property
+    def client_credential(self) -> str | dict:
+        """The credential in the form MSAL takes: the secret, or MSAL's certificate dict."""
+        if self.client_certificate_pem:
+            credential = {
+                "private_key": self.client_private_key_pem,
+                "public_certificate": self.client_certificate_pem,
+            }
+            if self.client_private_key_passphrase:
+                credential["passphrase"] = self.client_private_key_passphrase
+            return credential
+        return self.client_secret
+
+
+def read_environment() -> dict[str, str]:
+    """`.env` (found from the working directory) under the real environment; os.environ is
+    left untouched."""
+    values = {k: v for k, v in dotenv_values(find_dotenv(usecwd=True)).items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def load_settings(source: Mapping[str, object]) -> Settings:
+    """Build Settings from a mapping of the documented keys (see .env.sample)."""
+    raw = {key: str(value).strip() for key, value in source.items() if value is not None}
+
+    def get(key: str) -> str:
+        return raw.get(key) or DEFAULTS.get(key, "")
+
+    problems: list[Problem] = []
+    values: dict[str, object] = {}
+
+    values["client_id"] = get("CLIENT_ID")
+    if not values["client_id"]:
+        problems.append(Problem("CLIENT_ID", "Set it to the Application (client) ID of your app "
+                                "registration."))
+
+    values.update(_authority(get("AUTHORITY"), get("OIDC_AUTHORITY"), problems))
+    values.update(_credential(raw, problems))
+    values.update(_redirect_uris(get("REDIRECT_URI"), get("POST_LOGOUT_REDIRECT_URI"), problems))
+
+    scopes = tuple(s for s in get("SCOPE").split() if s not in RESERVED_SCOPES)
+    if len(scopes) != len(get("SCOPE").split()):
+        log.warning("SCOPE: openid, profile and offline_access are always requested; ignoring "
+                    "them in SCOPE.")
+    values["scopes"] = scopes
+
+    endpoint = get("ENDPOINT")
+    if not _is_https_url(endpoint):
+        problems.append(Problem("ENDPOINT", f"Must be an https URL, e.g. "
+                                f"{DEFAULTS['ENDPOINT']} (got {endpoint!r})."))
+    values["graph_endpoint"] = endpoint.rstrip("/")
+
+    secret_key = get("SECRET_KEY")
+    if not secret_key:
+        # Development convenience: sessions then last only as long as this process.
+        secret_key = os.urandom(32).hex()
+        values["secret_key_generated"] = True
+    elif len(secret_key) < 16:
+        problems.append(Problem("SECRET_KEY", "Use at least 16 random characters, e.g. "
+                                "`python -c 'import secrets; print(secrets.token_hex(32))'`."))
+    values["secret_key"] = secret_key
+
+    values.update(_session_store(get("SESSION_TYPE"), get("SESSION_FILE_DIR"), get("REDIS_URL"),
+                                 problems))
+
+    ca_bundle = get("CA_BUNDLE")
+    if ca_bundle and not Path(ca_bundle).is_file():
+        problems.append(Problem("CA_BUNDLE", f"No such file: {ca_bundle}."))
+    values["ca_bundle"] = ca_bundle
+
+    response_mode = get("RESPONSE_MODE")
+    if response_mode not in ("query", "form_post"):
+        problems.append(Problem("RESPONSE_MODE",
+                                f"Use form_post or query (got {response_mode!r})."))
+    values["response_mode"] = response_mode
+
+    values["trusted_proxy_hops"] = _number("TRUSTED_PROXY_HOPS", get, int, 0, 10, problems)
+    values["session_lifetime"] = _number("SESSION_LIFETIME", get, int, 60, 31 * 86400, problems)
+    values["http_timeout"] = _number("HTTP_TIMEOUT", get, float, 1, 120, problems)
+    values["graph_retry_max_wait"] = _number("GRAPH_RETRY_MAX_WAIT", get, float, 0, 60, problems)
+
+    settings = Settings(**values, problems=tuple(problems))  # type: ignore[arg-type]
+    return _with_response_mode_fallback(settings)
+
+
+def _authority(authority: str, oidc_authority: str, problems: list[Problem]) -> dict[str, str]:
+    if authority and oidc_authority:
+        problems.append(Problem("AUTHORITY", "Set AUTHORITY or OIDC_AUTHORITY, not both."))
+    if not authority and not oidc_authority:
+        problems.append(Problem("AUTHORITY", "Set it to https://login.microsoftonline.com/"
+                                "<Directory (tenant) ID> (or OIDC_AUTHORITY for another OpenID "
+                                "provider)."))
+    for key, value in (("AUTHORITY", authority), ("OIDC_AUTHORITY", oidc_authority)):
+        parts = urlsplit(value)
+        if value and (parts.scheme != "https" or not parts.hostname or parts.path.strip("/") == ""
+                      or parts.query or parts.fragment):
+            problems.append(Problem(key, f"Must be an https URL with the tenant in its path, e.g. "
+                                    f"https://login.microsoftonline.com/<tenant> (got {value!r})."))
+    return {"authority": authority.rstrip("/"), "oidc_authority": oidc_authority.rstrip("/")}
+
+
+def _credential(raw: Mapping[str, str], problems: list[Problem]) -> dict[str, str]:
+    secret = raw.get("CLIENT_SECRET", "")
+    cert_path = raw.get("CLIENT_CERTIFICATE_PATH", "")
+    key_path = raw.get("CLIENT_PRIVATE_KEY_PATH", "")
+    if secret and (cert_path or key_path):
+        problems.append(Problem("CLIENT_SECRET", "Set CLIENT_SECRET or the certificate pair "
+                                "(CLIENT_CERTIFICATE_PATH + CLIENT_PRIVATE_KEY_PATH), not both."))
+        return {}
+    if secret:
+        return {"client_secret": secret}
+    if not cert_path and not key_path:
+        problems.append(Problem("CLIENT_SECRET", "Set it to the client secret's Value (or use a "
+                                "certificate: CLIENT_CERTIFICATE_PATH + CLIENT_PRIVATE_KEY_PATH)."))
+        return {}
+    values: dict[str, str] = {"client_private_key_passphrase":
+                              raw.get("CLIENT_PRIVATE_KEY_PASSPHRASE", "")}
+    for key, path, name, marker in (
+            ("CLIENT_CERTIFICATE_PATH", cert_path, "client_certificate_pem", "CERTIFICATE"),
+            ("CLIENT_PRIVATE_KEY_PATH", key_path, "client_private_key_pem", "PRIVATE KEY")):
+        if not path:
+            problems.append(Problem(key, "Set both CLIENT_CERTIFICATE_PATH and "
+                                    "CLIENT_PRIVATE_KEY_PATH (PEM files)."))
+            continue
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(key, f"Cannot read {path}: {exc.__class__.__name__}."))
+            continue
+        if marker not in text:
+            problems.append(Problem(key, f"{path} is not a PEM file with a {marker}."))
+            continue
+        values[name] = text
+    return values
+
+
+def _redirect_uris(redirect_uri: str, post_logout: str, problems: list[Problem]) -> dict[str, str]:
+    parts = urlsplit(redirect_uri)
+    problem = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.strip("/"):
+        problem = (f"Must be an absolute URL with a path, e.g. {DEFAULTS['REDIRECT_URI']} "
+                   f"(got {redirect_uri!r}).")
+    elif parts.scheme == "http" and not (parts.hostname in LOOPBACK_HOSTS
+                                         or _is_loopback_ip(parts.hostname)):
+        problem = "Must be https (the Microsoft identity platform accepts http only for localhost)."
+    elif parts.query or parts.fragment:
+        problem = "Must not contain a query or fragment."
+    elif parts.path.rstrip("/") in APP_PATHS or parts.path.startswith("/static/"):
+        problem = f"Its path {parts.path} is one of the app's own pages; use e.g. /getAToken."
+    if problem:
+        problems.append(Problem("REDIRECT_URI", problem))
+    elif not post_logout:
+        post_logout = f"{parts.scheme}://{parts.netloc}/"
+    elif post_logout and urlsplit(post_logout).scheme not in ("http", "https"):
+        problems.append(Problem("POST_LOGOUT_REDIRECT_URI", "Must be an absolute http(s) URL "
+                                "registered as a redirect URI of the app."))
+    return {"redirect_uri": redirect_uri, "post_logout_redirect_uri": post_logout}
+
+
+def _session_store(session_type: str, file_dir: str, redis_url: str,
+                   problems: list[Problem]) -> dict[str, str]:
+    session_type = session_type.lower()
+    if session_type == "cachelib":
+        session_type = "filesystem"
+    if session_type not in ("filesystem", "redis"):
+        problems.append(Problem("SESSION_TYPE", f"Use filesystem or redis (got {session_type!r})."))
+    if session_type == "redis" and not redis_url:
+        problems.append(Problem("REDIS_URL", "Set it (e.g. redis://localhost:6379/0) when "
+                                "SESSION_TYPE=redis."))
+    return {"session_type": session_type, "session_file_dir": file_dir, "redis_url": redis_url}
+
+
+def _number(key: str, get, kind, low: float, high: float, problems: list[Problem]):
+    try:
+        value = kind(get(key))
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        problems.append(Problem(key, f"Must be a number from {low} to {high} (got {get(key)!r})."))
+        return kind(DEFAULTS[key])
+    return value
+
+
+def _is_https_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme == "https" and bool(parts.hostname)
+
+
+def _with_response_mode_fallback(settings: Settings) -> Settings:
+    """form_post needs a SameSite=None cookie, which browsers accept only with Secure, which they
+    store only from https or localhost. Elsewhere on plain http, fall back to query."""
+    host = settings.redirect_host
+    secure_context = settings.uses_https or host in LOOPBACK_HOSTS or _is_loopback_ip(host)
+    if settings.response_mode == "form_post" and not secure_context:
+        log.warning("RESPONSE_MODE=form_post needs REDIRECT_URI on https or localhost; "
+                    "using query.")
+        return Settings(**{**settings.__dict__, "response_mode": "query"})
+    return settings
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def describe_problems(problems: tuple[Problem, ...]) -> str:
+    return "; ".join(f"{p.key}: {p.message}" for p in problems)
+
+
+def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
+    """Set up Flask-Session on the configured store; return a cachelib cache on the same store for
+    short-lived server-side records (pending sign-ins), so every instance sharing sessions also
+    shares them. The one place to extend for another store."""
+    cookie_name = "__Host-session" if settings.uses_https else "session"
+    app.config.update(
+        SESSION_COOKIE_NAME=cookie_name,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.uses_https,
+        # Lax, not Strict: the return from the identity provider is a cross-site navigation.
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
+        # A browser-session cookie; the server-side entry expires after SESSION_LIFETIME.
+        SESSION_PERMANENT=False,
+        PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
+        # Write the store only when the session changed, not on every request.
+        SESSION_REFRESH_EACH_REQUEST=False,
+        SESSION_KEY_PREFIX="session:",
+    )
+    if settings.session_type == "redis":
+        import redis
+        from cachelib.redis import RedisCache
+
+        client = redis.Redis.from_url(settings.redis_url)
+        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
+        records: BaseCache = RedisCache(host=client, key_prefix="webapp:")
+    else:
+        from cachelib.file import FileSystemCache
+
+        directory = Path(settings.session_file_dir).resolve()
+        # A large threshold: cachelib evicts entries beyond it, which would sign users out.
+        sessions = FileSystemCache(str(directory), threshold=20000, mode=0o600)
+        records = FileSystemCache(str(directory / "sign-ins"), threshold=20000, mode=0o600)
+        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=sessions)
+    Session(app)
+    return records

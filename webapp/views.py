@@ -1,0 +1,113 @@
+"""The pages: home, the Graph profile, the ID token's claims."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, current_app, render_template, session
+from flask.typing import ResponseReturnValue
+
+from . import auth
+from .errors import AppError
+from .graph import claims_challenge, graph_error, photo_data_uri
+
+bp = Blueprint("views", __name__)
+
+CLAIM_EXPLANATIONS = {
+    "aud": "Audience: the app this token is for (this app's client ID).",
+    "iss": "Issuer: the identity provider (and tenant) that issued the token.",
+    "iat": "Issued at.",
+    "nbf": "Not valid before.",
+    "exp": "Expires at. This app's session does not depend on it.",
+    "sub": "Subject: a stable identifier of the user, unique to this app.",
+    "oid": "Object ID of the user in the directory (the same as Graph's id).",
+    "tid": "Tenant ID: the directory the user signed in to.",
+    "name": "The user's display name.",
+    "preferred_username": "The user's sign-in name (UPN or email). Shown, never trusted for "
+                          "authorization: it can change.",
+    "email": "The user's email address, if released.",
+    "login_hint": "An opaque hint the app sends at sign-out to skip the account picker.",
+    "nonce": "Ties the token to this app's sign-in request (replay protection).",
+    "ver": "Token format version.",
+    "sid": "The provider's session ID.",
+    "auth_time": "When the user last entered credentials.",
+    "amr": "How the user authenticated.",
+    "idp": "The identity provider that authenticated the user (for guests).",
+    "roles": "App roles assigned to the user.",
+    "groups": "Groups the user belongs to.",
+    "azp": "Authorized party: the app the token was issued to.",
+    "aio": "Opaque, used by Microsoft Entra internally.",
+    "rh": "Opaque, used by Microsoft Entra internally.",
+    "uti": "Opaque token identifier, used by Microsoft Entra internally.",
+}
+TIMESTAMP_CLAIMS = frozenset({"iat", "nbf", "exp", "auth_time"})
+PROFILE_FIELDS = (
+    ("jobTitle", "Job title"), ("mail", "Email"), ("userPrincipalName", "User principal name"),
+    ("officeLocation", "Office"), ("mobilePhone", "Mobile"), ("businessPhones", "Business phone"),
+    ("preferredLanguage", "Language"), ("id", "Object ID"),
+)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    return render_template("index.html", user=auth.current_user())
+
+
+@bp.get("/graph")
+@auth.login_required
+def call_graph() -> ResponseReturnValue:
+    graph = current_app.extensions["webapp"].graph
+    token = auth.get_access_token()
+    result = graph.get(graph.endpoint, token)
+    challenge = claims_challenge(result)
+    if challenge:
+        # Continuous access evaluation: get a token that satisfies the claims, then retry once.
+        token = auth.get_access_token(claims_challenge=challenge)
+        result = graph.get(graph.endpoint, token)
+    if not result.ok:
+        raise graph_error(result)
+    profile = result.json()
+    if not isinstance(profile, dict):
+        raise graph_error(result)
+    photo = None
+    if graph.photo_url:
+        try:
+            photo = photo_data_uri(graph.get(graph.photo_url, token))
+        except AppError:
+            photo = None  # the card shows initials; the profile itself arrived
+    fields = [(label, _display(profile.get(key))) for key, label in PROFILE_FIELDS
+              if profile.get(key) not in (None, "", [])]
+    return render_template(
+        "graph.html", user=auth.current_user(), profile=profile, fields=fields, photo=photo,
+        initials=_initials(profile.get("displayName") or ""), endpoint=graph.endpoint,
+        raw_json=json.dumps(profile, indent=2, ensure_ascii=False))
+
+
+@bp.get("/claims")
+@auth.login_required
+def claims() -> ResponseReturnValue:
+    id_token_claims: dict[str, Any] = session.get(auth.ID_TOKEN_CLAIMS, {})
+    rows = [(name, _claim_value(name, value), CLAIM_EXPLANATIONS.get(name, ""))
+            for name, value in id_token_claims.items()]
+    return render_template("claims.html", user=auth.current_user(), rows=rows)
+
+
+def _claim_value(name: str, value: Any) -> str:
+    if name in TIMESTAMP_CLAIMS and isinstance(value, int | float):
+        when = datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"{value} ({when})"
+    return _display(value)
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _initials(name: str) -> str:
+    return "".join(part[0] for part in name.split()[:2]).upper() or "?"
