@@ -39,7 +39,6 @@ test: install system-deps
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
 
 loadtest: install system-deps
 	$(PY) bench/loadtest.py
