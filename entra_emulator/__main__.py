@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: 8080, or a free one when the https port is 0)")
     serve.add_argument("--env-file", metavar="FILE", default=None,
                        help="when ready, write AUTHORITY, CLIENT_ID, ... in dotenv form here")
+    serve.add_argument("--authorization-response-iss", action="store_true",
+                       help="send RFC 9207's iss in every authorization response and advertise "
+                            "it in discovery (off by default: Entra is not known to send it)")
 
     check = commands.add_parser("check", help="validate a directory file")
     check.add_argument("file", help="the directory file to validate")
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         0 if args.https_port == 0 else 8080)
     try:
         serve(directory=args.directory, state_dir=args.state, host=args.host,
-              https_port=args.https_port, http_port=http_port, env_file=args.env_file)
+              https_port=args.https_port, http_port=http_port, env_file=args.env_file,
+              authorization_response_iss=args.authorization_response_iss)
     except DirectoryError as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

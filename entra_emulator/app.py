@@ -11,7 +11,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from entra_emulator import authorize, discovery, faults, graph, logout, token
-from entra_emulator.context import EXTENSION_KEY
+from entra_emulator.context import AUTHORIZATION_RESPONSE_ISS, EXTENSION_KEY
 from entra_emulator.defects import DefectInjector
 from entra_emulator.directory import Directory, load_directory
 from entra_emulator.errors import json_response
@@ -38,6 +38,9 @@ class EmulatorConfig:
     state_dir: str | Path = ".emulator"
     https_base: str = "https://localhost:8443"
     http_base: str = "http://localhost:8080"
+    # RFC 9207: put `iss` in every authorization response and advertise it in the v2 discovery
+    # document. Off by default: Entra is not known to send it.
+    authorization_response_iss: bool = False
 
 
 def build_state(config: EmulatorConfig) -> EmulatorState:
@@ -48,7 +51,8 @@ def build_state(config: EmulatorConfig) -> EmulatorState:
     clock = Clock()
     return EmulatorState(
         directory=directory, keys=KeyStore(state_dir), faults=faults.FaultInjector(),
-        defects=DefectInjector(), https_base=config.https_base.rstrip("/"),
+        defects=DefectInjector(authorization_response_iss=config.authorization_response_iss),
+        https_base=config.https_base.rstrip("/"),
         http_base=config.http_base.rstrip("/"), state_dir=state_dir, clock=clock,
         sessions=SessionStore(), pending=PendingStore(clock), codes=CodeStore(clock),
         refresh_tokens=RefreshTokenStore(clock), consents=ConsentStore(state_dir))
@@ -59,6 +63,7 @@ def create_app(config: EmulatorConfig | Mapping[str, Any]) -> Flask:
         config = EmulatorConfig(**config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.config[AUTHORIZATION_RESPONSE_ISS] = config.authorization_response_iss
     app.extensions[EXTENSION_KEY] = build_state(config)
     for blueprint in (discovery.bp, authorize.bp, token.bp, logout.bp, graph.bp,
                       faults.admin_bp):

@@ -69,16 +69,27 @@ class ErrorRedirect(Exception):
     """A failure reported to the app at its (already verified) redirect URI."""
 
     def __init__(self, err: EntraError, redirect_uri: str, response_mode: str,
-                 state: str | None) -> None:
+                 state: str | None, *, client_id: str, tenant_id: str) -> None:
         super().__init__(err.message)
         self.err, self.redirect_uri = err, redirect_uri
         self.response_mode, self.state = response_mode, state
+        self.client_id, self.tenant_id = client_id, tenant_id
 
     def response(self) -> Response:
         params = redirect_error_params(self.err)
         if self.state is not None:
             params["state"] = self.state
-        return respond_to_app(self.redirect_uri, self.response_mode, params)
+        return respond_to_app(self.redirect_uri, self.response_mode,
+                              with_response_issuer(params, self.client_id, self.tenant_id))
+
+
+def with_response_issuer(params: dict[str, str], client_id: str,
+                         tenant_id: str) -> dict[str, str]:
+    """RFC 9207: the authorization response names its issuer (`iss`), when the emulator is
+    configured to send it or a defect for the client says otherwise (see defects.py)."""
+    state = current_state()
+    issuer = state.defects.response_issuer(client_id, state.issuer(tenant_id))
+    return params if issuer is None else {**params, "iss": issuer}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +207,8 @@ def read_authorization_request(params: Mapping[str, str],
     try:
         response_mode = check_response_mode(params)
     except EntraError as err:
-        raise ErrorRedirect(err, redirect_uri, "query", state) from None
+        raise ErrorRedirect(err, redirect_uri, "query", state, client_id=app.app_id,
+                            tenant_id=tenant_id) from None
     try:
         check_response_type(params)
         scopes = check_scope(params, current_state().directory.tenant.display_name)
@@ -205,7 +217,8 @@ def read_authorization_request(params: Mapping[str, str],
         max_age = check_max_age(params)
         hinted_user_id = check_id_token_hint(params, app, tenant_id)
     except EntraError as err:
-        raise ErrorRedirect(err, redirect_uri, response_mode, state) from None
+        raise ErrorRedirect(err, redirect_uri, response_mode, state, client_id=app.app_id,
+                            tenant_id=tenant_id) from None
     return AuthorizationRequest(
         tenant_segment=tenant_segment, tenant_id=tenant_id, client=app,
         redirect_uri=redirect_uri, response_mode=response_mode, scope=params["scope"],
@@ -271,7 +284,8 @@ def continue_flow(req: AuthorizationRequest, session: Session | None,
     if session is None or user is None or needs_sign_in(req, session, signed_in_during_flow):
         if "none" in req.prompt:
             raise ErrorRedirect(entra_error("UserInformationNotProvided"), req.redirect_uri,
-                                req.response_mode, req.state)
+                                req.response_mode, req.state, client_id=req.client.app_id,
+                                tenant_id=req.tenant_id)
         pending = pending or state.pending.start(req)
         return sign_in_page(pending)
     consent_done = pending is not None and pending.consented
@@ -280,7 +294,8 @@ def continue_flow(req: AuthorizationRequest, session: Session | None,
             raise ErrorRedirect(
                 entra_error("DelegationDoesNotExist", error="consent_required",
                             app_id=req.client.app_id, app_name=req.client.display_name),
-                req.redirect_uri, req.response_mode, req.state)
+                req.redirect_uri, req.response_mode, req.state, client_id=req.client.app_id,
+                tenant_id=req.tenant_id)
         pending = pending or state.pending.start(req)
         pending = state.pending.update(pending, consent_for_session=session.sid)
         return consent_page(pending, user)
@@ -304,7 +319,8 @@ def issue_code(req: AuthorizationRequest, session: Session, user: User) -> Respo
     if req.state is not None:
         params["state"] = req.state
     params["session_state"] = session.session_state
-    return respond_to_app(req.redirect_uri, req.response_mode, params)
+    return respond_to_app(req.redirect_uri, req.response_mode,
+                          with_response_issuer(params, req.client.app_id, req.tenant_id))
 
 
 def sign_in_page(pending: PendingSignIn, *, username: str | None = None,
@@ -404,7 +420,8 @@ def consent(tenant: str) -> Response:
     if decision == "cancel":
         state.pending.finish(pending.ctx)
         raise ErrorRedirect(entra_error("UserDeclinedConsent"), req.redirect_uri,
-                            req.response_mode, req.state)
+                            req.response_mode, req.state, client_id=req.client.app_id,
+                            tenant_id=req.tenant_id)
     if decision != "accept":
         return consent_page(pending, user)
     state.consents.grant(user.id, req.client.app_id, req.permissions)

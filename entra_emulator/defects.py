@@ -1,9 +1,14 @@
-"""ID-token defect injection, modelled on the OpenID Foundation's RP certification tests.
+"""Defect injection, modelled on the OpenID Foundation's RP certification tests.
 
 `DefectInjector.add(client_id, defect)` makes the next ID token issued to that client carry one
 defect; a relying party that validates ID tokens properly must refuse every one of them except
 `rotated_key` (which it must accept after refetching the JWKS once). See security-checklist.md,
-section B (SEC-B3, B6, B7, B8).
+section B (SEC-B3, B6, B7, B8; `wrong_sub` in a refresh response is B9).
+
+Two defects are of the authorization response instead (section C, mix-up): `authz_iss_wrong`
+gives the next one an RFC 9207 `iss` that is not the issuer, and `authz_iss_missing` leaves `iss`
+out although the discovery document promises it. Each kind is consumed by its own kind of
+response, so one queue may hold both.
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 
+from entra_emulator.claims import pairwise_subject
+
+# ID-token defects (the name predates the authorization-response ones below).
 DEFECTS = (
     "bad_signature", "alg_none", "hs256_public_key", "wrong_iss", "wrong_aud", "wrong_nonce",
     "missing_sub", "missing_iat", "expired", "iat_future", "no_kid", "unknown_kid",
-    "rotated_key", "aud_extra", "azp_wrong",
+    "rotated_key", "aud_extra", "azp_wrong", "wrong_sub",
 )
+AUTHORIZATION_RESPONSE_DEFECTS = ("authz_iss_wrong", "authz_iss_missing")
+ALL_DEFECTS = DEFECTS + AUTHORIZATION_RESPONSE_DEFECTS
 MAX_COUNT = 10_000
 # Well beyond the 5-minute clock skew relying parties allow.
 TIME_SHIFT_SECONDS = 3600
@@ -35,15 +45,26 @@ _KEY_HEADERS = ("kid", "x5t", "alg")
 
 
 class DefectInjector:
-    """Pending ID-token defects per client id, consumed one per ID token. Thread-safe."""
+    """Pending defects per client id, in order; an ID token consumes the first ID-token defect,
+    an authorization response the first authorization-response defect. Thread-safe.
 
-    def __init__(self) -> None:
+    `authorization_response_iss`: whether the emulator sends (and advertises) RFC 9207's `iss`;
+    leaving it out is a defect only then.
+    """
+
+    def __init__(self, authorization_response_iss: bool = False) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, deque[str]] = {}
+        self.authorization_response_iss = authorization_response_iss
 
     def add(self, client_id: str, defect: str, count: int = 1) -> None:
-        if defect not in DEFECTS:
-            raise ValueError(f"unknown defect {defect!r}; known defects: {', '.join(DEFECTS)}")
+        if defect not in ALL_DEFECTS:
+            raise ValueError(f"unknown defect {defect!r}; known defects: "
+                             f"{', '.join(ALL_DEFECTS)}")
+        if defect == "authz_iss_missing" and not self.authorization_response_iss:
+            raise ValueError("authz_iss_missing needs the emulator to send the iss parameter "
+                             "(authorization_response_iss=True, --authorization-response-iss); "
+                             "otherwise every response already lacks it")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise ValueError(f"count must be a whole number from 1 to {MAX_COUNT} "
                              f"(got {count!r})")
@@ -59,14 +80,16 @@ class DefectInjector:
             return [{"client_id": client_id, "defect": defect}
                     for client_id, queue in self._pending.items() for defect in queue]
 
-    def next_defect(self, client_id: str) -> str | None:
-        """Consume and return the next pending defect for this client, if any."""
+    def next_defect(self, client_id: str, kinds: tuple[str, ...] = DEFECTS) -> str | None:
+        """Consume and return this client's first pending defect of `kinds`, if any."""
         key = _client_key(client_id)
         with self._lock:
             queue = self._pending.get(key)
-            if not queue:
+            index = next((i for i, defect in enumerate(queue or ()) if defect in kinds), None)
+            if queue is None or index is None:
                 return None
-            defect = queue.popleft()
+            defect = queue[index]
+            del queue[index]
             if not queue:
                 del self._pending[key]
             return defect
@@ -78,6 +101,20 @@ class DefectInjector:
         if defect is None:
             return state.keys.sign(claims, headers=header_extra)
         return _DEFECTIVE_SIGNERS[defect](state, client_id, dict(header_extra), dict(claims))
+
+    def response_issuer(self, client_id: str, issuer: str) -> str | None:
+        """The RFC 9207 `iss` for this client's next authorization response (None: leave it
+        out): the issuer when the emulator sends it, unless a defect for the client is pending.
+        A wrong `iss` is sent even when the emulator does not advertise the parameter: an app
+        must refuse an `iss` that is present and wrong either way (security checklist SEC-C3)."""
+        defect = self.next_defect(client_id, AUTHORIZATION_RESPONSE_DEFECTS)
+        if defect == "authz_iss_wrong":
+            # Same shape, another issuer: what a mix-up attacker's server would send (FAPI2's
+            # invalid-authorization-response-iss test).
+            return issuer + "1"
+        if defect == "authz_iss_missing":
+            return None
+        return issuer if self.authorization_response_iss else None
 
 
 def _client_key(client_id: str) -> str:
@@ -208,6 +245,16 @@ def _azp_wrong(claims: dict, client_id: str) -> None:
     claims["azp"] = _another_app_id()
 
 
+def _wrong_sub(claims: dict, client_id: str) -> None:
+    # Another user of the same tenant, as this app sees them: a well-formed pairwise `sub`, and
+    # that user's `oid` (when the token carries one). Valid on its own; only an RP comparing it
+    # with the session's user (OIDC Core 12.2, on refresh) can tell.
+    other_user = str(uuid.uuid4())
+    claims["sub"] = pairwise_subject(str(claims.get("tid", "")), client_id, other_user)
+    if "oid" in claims:
+        claims["oid"] = other_user
+
+
 def _lifetime(claims: dict) -> int:
     exp, iat = claims.get("exp"), claims.get("iat")
     if isinstance(exp, int) and isinstance(iat, int) and exp > iat:
@@ -231,5 +278,6 @@ _DEFECTIVE_SIGNERS: dict[str, Callable[..., str]] = {
     "rotated_key": _rotated_key,
     "aud_extra": _signed_with_changed_claims(_aud_extra),
     "azp_wrong": _signed_with_changed_claims(_azp_wrong),
+    "wrong_sub": _signed_with_changed_claims(_wrong_sub),
 }
 assert set(_DEFECTIVE_SIGNERS) == set(DEFECTS)  # every defect has a signer

@@ -11,7 +11,12 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from entra_emulator.context import current_state, is_tenant_alias, tenant_id_for
+from entra_emulator.context import (
+    current_state,
+    is_tenant_alias,
+    sends_response_issuer,
+    tenant_id_for,
+)
 from entra_emulator.errors import EntraError, error_body, json_response
 
 bp = Blueprint("discovery", __name__)
@@ -29,7 +34,7 @@ def v2_configuration(segment: str, tenant_id: str) -> dict[str, Any]:
     path = _endpoint_segment(segment, tenant_id)
     issuer_tenant = ISSUER_TEMPLATE_TENANT if is_tenant_alias(segment) else tenant_id
     secure, browser = f"{state.https_base}/{path}", f"{state.http_base}/{path}"
-    return {
+    document = {
         "token_endpoint": f"{secure}/oauth2/v2.0/token",
         "token_endpoint_auth_methods_supported": [
             "client_secret_post", "private_key_jwt", "client_secret_basic"],
@@ -55,6 +60,10 @@ def v2_configuration(segment: str, tenant_id: str) -> dict[str, Any]:
         "msgraph_host": "graph.microsoft.com",
         "rbac_url": "https://pas.windows.net",
     }
+    if sends_response_issuer():
+        # RFC 9207 §3: the promise that lets an app refuse a response without `iss`.
+        document["authorization_response_iss_parameter_supported"] = True
+    return document
 
 
 def v1_configuration(segment: str, tenant_id: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ certificate warning).
 from __future__ import annotations
 
 import contextlib
-import errno
 import re
 import socket
 import ssl
@@ -18,17 +17,13 @@ from types import TracebackType
 from typing import Any
 
 from flask import Flask
-from werkzeug.serving import (
-    BaseWSGIServer,
-    WSGIRequestHandler,
-    get_sockaddr,
-    make_server,
-    select_address_family,
-)
+from werkzeug.serving import BaseWSGIServer
 
 from entra_emulator.app import EmulatorConfig, create_app
 from entra_emulator.context import EXTENSION_KEY
 from entra_emulator.directory import Directory, load_directory
+from entra_emulator.http_server import PortInUseError as PortInUseError  # callers import it here
+from entra_emulator.http_server import listen
 from entra_emulator.state import EmulatorState
 from entra_emulator.tls import TlsFiles, ensure_tls_files
 
@@ -57,120 +52,6 @@ class BrowserOnly:
         return [body]
 
 
-# An idle keep-alive connection is closed after this long (its thread waits meanwhile).
-KEEP_ALIVE_IDLE_SECONDS = 75
-MAX_BODY_TO_SKIP_BYTES = 1024 * 1024
-
-
-class _RequestInput:
-    """The connection's input stream. While a request is handled, `read` stops at the end of
-    its body, so nothing past it (the next request on the connection) is ever consumed."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self.remaining: int | None = None   # unread body bytes; None between requests
-
-    def readline(self, size: int = -1) -> bytes:
-        return self._stream.readline(size)
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.remaining is None:
-            return self._stream.read(size)
-        if size is None or size < 0 or size > self.remaining:
-            size = self.remaining
-        data = self._stream.read(size) if size else b""
-        self.remaining -= len(data)
-        return data
-
-    def close(self) -> None:
-        self._stream.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._stream.closed
-
-
-class EmulatorRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler, with HTTP/1.1 keep-alive and a log line without query strings.
-
-    werkzeug closes every connection because http.server cannot tell where a request body
-    ends; here the body is bounded by Content-Length (chunked requests still close), so
-    clients reuse their TLS connections, as they do with Entra. Without that, every token
-    request would pay a TLS handshake.
-    """
-
-    disable_nagle_algorithm = True   # headers and body are written separately
-    timeout = KEEP_ALIVE_IDLE_SECONDS
-
-    def setup(self) -> None:
-        super().setup()
-        self.rfile = _RequestInput(self.rfile)  # type: ignore[assignment]
-        self._keep_alive = False
-        connections = getattr(self.server, "open_connections", None)
-        if connections is not None:
-            connections.add(self.connection)
-
-    def handle(self) -> None:
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except (OSError, ValueError):
-                return   # not TLS, or the client went away: nothing to answer
-        super().handle()
-
-    def finish(self) -> None:
-        connections = getattr(self.server, "open_connections", None)
-        if connections is not None:
-            connections.discard(self.connection)
-        super().finish()
-
-    def handle_one_request(self) -> None:
-        self._keep_alive = False
-        self.rfile.remaining = None  # type: ignore[attr-defined]
-        super().handle_one_request()
-        unread = self.rfile.remaining or 0  # type: ignore[attr-defined]
-        if unread:
-            # The app answered without reading the whole body: skip the rest, unless it is
-            # too big to be worth it, then close instead.
-            if self.close_connection or unread > MAX_BODY_TO_SKIP_BYTES:
-                self.close_connection = True
-            else:
-                try:
-                    skipped = len(self.rfile.read(unread))
-                except OSError:
-                    skipped = 0
-                self.close_connection = skipped < unread
-        self.rfile.remaining = None  # type: ignore[attr-defined]
-
-    def make_environ(self) -> dict[str, Any]:
-        environ = super().make_environ()
-        chunked = bool(environ.get("wsgi.input_terminated"))
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        self._keep_alive = self.request_version == "HTTP/1.1" and not chunked and length >= 0
-        if not chunked:
-            self.rfile.remaining = max(length, 0)  # type: ignore[attr-defined]
-        return environ
-
-    def send_header(self, keyword: str, value: str) -> None:
-        if (keyword.lower() == "connection" and value.lower() == "close"
-                and self._keep_alive and not self.close_connection):
-            return
-        super().send_header(keyword, value)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # Method, path and status only: query strings can carry id_token_hint, codes and
-        # state, which must never reach a log.
-        path = self.path.split("?", 1)[0]
-        self.log("info", '"%s %s" %s', self.command, path, code)
-
-
-class PortInUseError(OSError):
-    """The port asked for is taken (the message names it)."""
-
-
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -180,8 +61,10 @@ class EmulatorServer:
 
     def __init__(self, directory: str | Path | Directory | None = None,
                  state_dir: str | Path = ".emulator", host: str = "localhost",
-                 https_port: int = 0, http_port: int = 0) -> None:
+                 https_port: int = 0, http_port: int = 0,
+                 authorization_response_iss: bool = False) -> None:
         self._directory_source = directory
+        self.authorization_response_iss = authorization_response_iss   # RFC 9207, app.py
         self.state_dir = Path(state_dir)
         self.host = host
         self._requested_ports = (https_port, http_port)
@@ -211,14 +94,14 @@ class EmulatorServer:
             secure.server_close()
             raise
         self._servers = [secure, plain]
-        for server in self._servers:
-            server.open_connections = set()  # type: ignore[attr-defined]
         self.https_base = f"https://{_url_host(self.host)}:{secure.port}"
         self.http_base = f"http://{_url_host(self.host)}:{plain.port}"
         try:
             self.app = create_app(EmulatorConfig(directory=directory, state_dir=self.state_dir,
                                                  https_base=self.https_base,
-                                                 http_base=self.http_base))
+                                                 http_base=self.http_base,
+                                                 authorization_response_iss=(
+                                                     self.authorization_response_iss)))
         except BaseException:
             self._close_servers()
             raise
@@ -233,31 +116,7 @@ class EmulatorServer:
         return self
 
     def _listen(self, port: int, context: ssl.SSLContext | None) -> BaseWSGIServer:
-        # We bind the socket ourselves: werkzeug answers a taken port with sys.exit(1).
-        family = select_address_family(self.host, port)
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(get_sockaddr(self.host, port, family))
-            listener.listen(128)
-            server = make_server(self.host, port, _not_ready, threaded=True,
-                                 request_handler=EmulatorRequestHandler, fd=listener.fileno())
-        except OSError as problem:
-            if problem.errno == errno.EADDRINUSE:
-                raise PortInUseError(problem.errno, f"port {port} on {self.host} is already "
-                                     "in use; stop what uses it or choose another port "
-                                     "(0 picks a free one)") from None
-            raise
-        finally:
-            listener.close()   # the server holds its own duplicate of the socket
-        if context is not None:
-            # werkzeug would wrap with the TLS handshake inside accept(), on the one thread
-            # that accepts: a client that connects and says nothing would stall every other
-            # client. Here each connection's handshake runs on its own handler thread.
-            server.socket = context.wrap_socket(server.socket, server_side=True,
-                                                do_handshake_on_connect=False)
-            server.ssl_context = context
-        return server
+        return listen(self.host, port, _not_ready, context)
 
     def stop(self) -> None:
         for server in self._servers:
@@ -406,14 +265,15 @@ def describe(emulator: EmulatorServer, settings: dict[str, str]) -> str:
 
 def serve(directory: str | Path | None = None, state_dir: str | Path = ".emulator",
           host: str = "localhost", https_port: int = 8443, http_port: int = 8080,
-          env_file: str | Path | None = None) -> None:
+          env_file: str | Path | None = None, authorization_response_iss: bool = False) -> None:
     """Run until Ctrl-C or SIGTERM."""
     import signal
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     emulator = EmulatorServer(directory=directory, state_dir=state_dir, host=host,
-                              https_port=https_port, http_port=http_port).start()
+                              https_port=https_port, http_port=http_port,
+                              authorization_response_iss=authorization_response_iss).start()
     try:
         settings = env_settings(emulator)
         print(describe(emulator, settings), flush=True)

@@ -7,6 +7,7 @@ Every store is thread-safe: werkzeug serves each request on its own thread.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import secrets
 import threading
@@ -54,6 +55,26 @@ def opaque_token(prefix: str = "1.A") -> str:
 def _digest(token: str) -> str:
     # Stores hold a hash, never the credential itself.
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ExpiryQueue:
+    """Store keys in the order they expire. A purge then looks only at what has expired:
+    scanning every record on each issue made each token cost more than the last (under load,
+    thousands of rotated refresh tokens are kept for reuse detection). Not thread-safe; the
+    store's lock guards it."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+
+    def add(self, expires_at: float, key: str) -> None:
+        heapq.heappush(self._heap, (expires_at, key))
+
+    def pop_expired(self, now: float) -> list[str]:
+        """The keys whose time ended before `now`, removed from the queue."""
+        expired = []
+        while self._heap and self._heap[0][0] < now:
+            expired.append(heapq.heappop(self._heap)[1])
+        return expired
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,12 +200,15 @@ class CodeStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._codes: dict[str, AuthorizationCode] = {}
+        self._forget_after = ExpiryQueue()
 
     def issue(self, record: AuthorizationCode) -> str:
         code = opaque_token("1.A")
+        key = _digest(code)
         with self._lock:
             self._purge()
-            self._codes[_digest(code)] = record
+            self._codes[key] = record
+            self._forget_after.add(record.expires_at + SPENT_CODE_MEMORY_SECONDS, key)
         return code
 
     def find(self, code: str) -> AuthorizationCode | None:
@@ -202,10 +226,7 @@ class CodeStore:
             return record, first
 
     def _purge(self) -> None:
-        now = self._clock.now()
-        stale = [key for key, record in self._codes.items()
-                 if now > record.expires_at + SPENT_CODE_MEMORY_SECONDS]
-        for key in stale:
+        for key in self._forget_after.pop_expired(self._clock.now()):
             del self._codes[key]
 
 
@@ -234,12 +255,15 @@ class RefreshTokenStore:
         self._lock = threading.Lock()
         self._grants: dict[str, RefreshGrant] = {}
         self._revoked_families: set[str] = set()
+        self._expiry = ExpiryQueue()
 
     def issue(self, grant: RefreshGrant) -> str:
         token = opaque_token("1.A")
+        key = _digest(token)
         with self._lock:
             self._purge()
-            self._grants[_digest(token)] = grant
+            self._grants[key] = grant
+            self._expiry.add(grant.expires_at, key)
         return token
 
     def find(self, token: str) -> RefreshGrant | None:
@@ -265,9 +289,7 @@ class RefreshTokenStore:
             return family in self._revoked_families
 
     def _purge(self) -> None:
-        now = self._clock.now()
-        stale = [key for key, grant in self._grants.items() if now > grant.expires_at]
-        for key in stale:
+        for key in self._expiry.pop_expired(self._clock.now()):
             del self._grants[key]
 
 

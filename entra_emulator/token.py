@@ -363,9 +363,13 @@ def refresh_token_grant(req: TokenRequest, basic: tuple[str, str] | None) -> dic
         inactive = f"{int(state.clock.now() - record.issued_at)} seconds"
         raise entra_error("ExpiredOrRevokedGrantInactiveToken", issued=issued,
                           inactive=inactive)
-    scope, permissions = requested_permissions(req, None, record.granted)
+    # Entra's refresh tokens are not bound to the scopes of the sign-in they came from: any
+    # scope the user has consented to for the app may be asked for (entra-protocol.md §1.3).
+    # The quickstart relies on it: it signs in with OIDC scopes, then refreshes for User.Read.
+    granted = record.granted | state.consents.granted(record.user_id, req.app.app_id)
+    scope, permissions = requested_permissions(req, None, granted)
     grant = UserGrant(app=req.app, user=_user_of(record.user_id), tenant_id=record.tenant_id,
-                      granted=record.granted, sid=record.sid, auth_time=record.auth_time,
+                      granted=granted, sid=record.sid, auth_time=record.auth_time,
                       include_auth_time=record.include_auth_time, family=record.family)
     body, _ = issue_user_tokens(req, grant, scope=scope, permissions=permissions, nonce=None,
                                 client_auth=client_auth, with_refresh_token=True)
@@ -410,7 +414,9 @@ def handle_token_request(tenant_segment: str) -> dict[str, Any]:
     if request.method != "POST":
         raise entra_error("BadResourceRequestInvalidRequest", method=request.method)
     tenant_id = tenant_id_for(tenant_segment)
-    params = request.form
+    # A plain dict of each parameter's first value (what MultiDict.get returns): a MultiDict
+    # builds an HTTP exception for every absent key it is asked for, several per request here.
+    params = request.form.to_dict()
     grant_type = required(params, "grant_type")
     grant = GRANTS.get(grant_type)
     if grant is None:

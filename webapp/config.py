@@ -17,13 +17,15 @@ from urllib.parse import urlsplit
 from cachelib.base import BaseCache
 from dotenv import dotenv_values, find_dotenv
 from flask import Flask
-from flask_session import Session
+
+from .sessions import FileSessions, RedisSessions, stop_if_store_unavailable
 
 log = logging.getLogger(__name__)
 
 # MSAL adds these to every sign-in itself and refuses them in the `scopes` argument.
 RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+REDIS_TIMEOUT_SECONDS = 3
 APP_PATHS = frozenset({"", "/login", "/logout", "/graph", "/claims", "/healthz"})
 
 DEFAULTS = {
@@ -327,13 +329,23 @@ def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
         SESSION_REFRESH_EACH_REQUEST=False,
         SESSION_KEY_PREFIX="session:",
     )
+    # Flask-Session's own interfaces, built as its Session(app) builds them from these settings,
+    # with what webapp/sessions.py adds (expiry with the sign-in, the 503 page, the lock).
+    options = {"key_prefix": app.config["SESSION_KEY_PREFIX"],
+               "permanent": app.config["SESSION_PERMANENT"]}
     if settings.session_type == "redis":
         import redis
         from cachelib.redis import RedisCache
 
-        client = redis.Redis.from_url(settings.redis_url)
+        # A Redis that stops answering must cost a request seconds, not a worker forever (redis-py
+        # waits without limit by default). Options in REDIS_URL's query take precedence.
+        client = redis.Redis.from_url(settings.redis_url,
+                                      socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                                      socket_timeout=REDIS_TIMEOUT_SECONDS)
         app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
         records: BaseCache = RedisCache(host=client, key_prefix="webapp:")
+        app.session_interface = RedisSessions(app, client=client, **options)
+        app.before_request(stop_if_store_unavailable)
     else:
         from cachelib.file import FileSystemCache
 
@@ -342,5 +354,6 @@ def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
         sessions = FileSystemCache(str(directory), threshold=20000, mode=0o600)
         records = FileSystemCache(str(directory / "sign-ins"), threshold=20000, mode=0o600)
         app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=sessions)
-    Session(app)
+        app.session_interface = FileSessions(app, client=sessions, lock_dir=directory / "locks",
+                                             **options)
     return records

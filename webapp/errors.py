@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+import redis
 from flask import Flask, render_template
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
@@ -33,6 +34,8 @@ AADSTS_HINTS = {
     "50058": "No user is signed in at the identity provider. Sign in again.",
 }
 AADSTS_CODE = re.compile(r"AADSTS(\d+)")
+# Redis refusing connections, gone, or not answering in time (its socket timeouts).
+STORE_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass
@@ -71,6 +74,12 @@ def from_provider_error(exc: ProviderError) -> AppError:
                     offer_sign_in=not exc.unreachable)
 
 
+def session_store_unavailable() -> AppError:
+    return AppError(503, "Temporarily unavailable", "The app cannot reach its session store "
+                    "right now, so it cannot show this page or sign you in.",
+                    hint="Try again in a moment.", retry_after=10)
+
+
 def render_error(error: AppError) -> ResponseReturnValue:
     response = render_template("error.html", error=error), error.status
     if error.retry_after is not None:
@@ -85,6 +94,12 @@ def register_error_handlers(app: Flask) -> None:
     def provider_error(exc: ProviderError):
         log.warning("Identity provider problem: %s", exc.message)
         return render_error(from_provider_error(exc))
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def session_store_error(exc: redis.exceptions.RedisError):
+        log.warning("Session store unreachable: %s", exc)
+        return render_error(session_store_unavailable())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

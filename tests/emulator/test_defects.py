@@ -251,8 +251,48 @@ def test_refresh_grant_id_tokens_carry_defects_too(emulator, default_app, browse
                              now=emulator.clock.now()) == ["iss"]
 
 
+def test_wrong_sub_is_another_user_in_a_token_that_passes_every_other_check(
+        emulator, default_app, browser):
+    genuine, _, _ = sign_in(emulator, default_app, browser)
+    emulator.defects.add(default_app.client_id, "wrong_sub")
+
+    token, _, nonce = sign_in(emulator, default_app, browser)
+
+    # Nothing a single token shows is wrong: only comparing with the user signed in can tell
+    # (OIDC Core 12.2, SEC-B9).
+    assert problems_of(emulator, default_app, token, nonce) == []
+    before, after = decode_jwt(genuine)[1], decode_jwt(token)[1]
+    assert after["sub"] != before["sub"] and after["oid"] != before["oid"]
+    assert len(after["sub"]) == len(before["sub"])   # a pairwise sub, as Entra shapes it
+    assert {k: v for k, v in after.items() if k not in ("sub", "oid", "iat", "nbf", "exp",
+                                                         "uti", "aio", "nonce")} == \
+        {k: v for k, v in before.items() if k not in ("sub", "oid", "iat", "nbf", "exp",
+                                                       "uti", "aio", "nonce")}
+
+
+def test_wrong_sub_in_a_refresh_response(emulator, default_app, browser):
+    """SEC-B9: the ID token of a refresh names another user than the sign-in's."""
+    signed_in, body, _ = sign_in(emulator, default_app, browser)
+    emulator.defects.add(default_app.client_id, "wrong_sub")
+
+    refreshed = refresh(emulator, default_app, body["refresh_token"])
+
+    assert refreshed.status_code == 200, refreshed.text
+    token = refreshed.json()["id_token"]
+    before, after = decode_jwt(signed_in)[1], decode_jwt(token)[1]
+    assert after["sub"] != before["sub"] and after["oid"] != before["oid"]
+    assert after["iss"] == before["iss"] and after["aud"] == before["aud"]
+    assert id_token_problems(token, keys=published_keys(emulator),
+                             client_id=default_app.client_id,
+                             issuer=f"{emulator.authority}/v2.0", nonce=None,
+                             now=emulator.clock.now()) == []
+    # The next refresh is genuine again, for the signed-in user.
+    again = refresh(emulator, default_app, refreshed.json()["refresh_token"])
+    assert decode_jwt(again.json()["id_token"])[1]["sub"] == before["sub"]
+
+
 def test_every_defect_has_an_expectation():
-    assert set(EXPECTED_PROBLEMS) | {"rotated_key"} == set(DEFECTS)
+    assert set(EXPECTED_PROBLEMS) | {"rotated_key", "wrong_sub"} == set(DEFECTS)
 
 
 def test_unknown_defect_is_refused_with_the_list_of_names():

@@ -1,0 +1,85 @@
+"""SEC-B9 (OIDC Core 12.2): the ID token that comes with a refresh must be for the same user. The
+emulator's `wrong_sub` defect makes a refresh answer with a valid, properly signed ID token for
+another user (other `sub` and `oid`); the app must end the session with a clear page."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+    Browser,
+    CallRecorder,
+    app_fixture,
+    browser_fixture,
+    browser_sign_in_fn_fixture,
+    closed_port_fixture,
+    default_directory_document,
+    make_app_fixture,
+    registered_app,
+    session_of,
+    stored_sessions,
+)
+
+# MSAL renews an access token with under 5 minutes left, so 60 s tokens are refreshed on every
+# use: each /graph makes a refresh, without sleeping in the test.
+SHORT_ACCESS_TOKEN = {"accessToken": 60, "refreshToken": 3600}
+
+
+@pytest.fixture
+def short_lived(start_emulator):
+    directory = default_directory_document()
+    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
+    return start_emulator(directory=directory)
+
+
+@pytest.fixture
+def short_app(make_app, short_lived):
+    return make_app(short_lived)
+
+
+@pytest.fixture
+def signed_in(short_app, short_lived, browser_sign_in_fn):
+    browser = Browser(short_app, short_lived, browser_sign_in_fn)
+    assert browser.sign_in().status_code == 303
+    return browser
+
+
+def test_a_refresh_for_the_same_user_keeps_the_session(short_app, signed_in):
+    """The control: a genuine refresh (same sub) is accepted and the session goes on."""
+    sub = session_of(short_app, signed_in)["id_token_claims"]["sub"]
+    calls = CallRecorder(short_app)
+    response = signed_in.client.get("/graph")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert calls.count("POST", "/oauth2/v2.0/token") == 1   # it did refresh
+    assert session_of(short_app, signed_in)["id_token_claims"]["sub"] == sub
+
+
+def test_a_refresh_returning_another_users_id_token_ends_the_session(short_app, signed_in,
+                                                                    short_lived):
+    short_lived.defects.add(registered_app(short_lived).app_id, "wrong_sub")
+    calls = CallRecorder(short_app)
+
+    response = signed_in.client.get("/graph")
+
+    body = response.get_data(as_text=True)
+    assert calls.count("POST", "/oauth2/v2.0/token") == 1
+    assert short_lived.defects.pending() == []   # the refresh did carry the defect
+    assert response.status_code == 401, body
+    assert "Signed out" in body
+    assert "invalid ID token while renewing your sign-in" in body
+    assert "for another issuer or user (iss/sub)" in body
+    assert 'href="/login' in body                   # a way back in
+    assert "Adele Vance" not in body and "eyJ" not in body
+    assert stored_sessions(short_app) == {}          # session and token cache are gone
+    assert "Hello" not in signed_in.client.get("/").get_data(as_text=True)
+    assert signed_in.client.get("/graph").status_code == 302   # to sign-in again
+
+
+def test_signing_in_again_after_that_works(short_app, signed_in, short_lived):
+    short_lived.defects.add(registered_app(short_lived).app_id, "wrong_sub")
+    assert signed_in.client.get("/graph").status_code == 401
+
+    assert signed_in.sign_in(next_path="/graph").headers["Location"] == "/graph"
+    page = signed_in.client.get("/graph")
+    assert page.status_code == 200, page.get_data(as_text=True)
+    assert "Adele Vance" in page.get_data(as_text=True)
