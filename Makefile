@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint install system-deps loadtest bench clean
+.PHONY: run test lint install system-deps loadtest bench bench-emulator clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,11 @@ system-deps:
 run: install
 	$(PY) launch.py
 
+# pytest exits 5 when it collected no test: that is a broken suite, and said so.
 test: install system-deps
-	$(PY) -m pytest
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests (exit 5) - failing"; fi; \
+	exit $$rc
 
 lint: install
 	$(PY) -m ruff check .
@@ -45,6 +48,9 @@ loadtest: install system-deps
 
 bench: install
 	$(PY) bench/bench_webapp.py
+
+bench-emulator: install
+	$(PY) bench/bench_emulator.py
 
 clean:
 	rm -rf $(VENV) .emulator .flask_session screenshots .pytest_cache

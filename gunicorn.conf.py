@@ -8,6 +8,8 @@ on the same host. Several instances share sign-ins and sessions only with SESSIO
 import multiprocessing
 import os
 
+from dotenv import dotenv_values
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
@@ -28,6 +30,13 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:5000").split(",")
 workers = _env_int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
 threads = _env_int("GUNICORN_THREADS", 4)
 worker_class = "gthread"
+
+# Without a SECRET_KEY the app draws a random one per process, so each worker would seal token
+# caches and sign sessions with its own key and users would be signed out at random.
+if workers > 1 and not (os.environ.get("SECRET_KEY") or dotenv_values(".env").get("SECRET_KEY")):
+    raise SystemExit("Set SECRET_KEY (in the environment or .env) to the same random value for "
+                     "every worker and instance, e.g. "
+                     "python -c 'import secrets; print(secrets.token_hex(32))'")
 
 # A slow request is at most: token refresh + Graph call (HTTP_TIMEOUT each, default 10 s) + the
 # Graph Retry-After wait (GRAPH_RETRY_MAX_WAIT, default 5 s) + the photo. Kill only beyond that.

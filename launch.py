@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent
-STATE_DIR = ROOT / ".emulator"
+# Keys, certificates and consents survive restarts here (git-ignored); tests point it elsewhere.
+STATE_DIR = Path(os.environ.get("EMULATOR_STATE_DIR") or ROOT / ".emulator")
 WEBAPP_HOST = "localhost"
 WEBAPP_PORT = 5000
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -60,14 +61,16 @@ def run_webapp(extra_env: dict[str, str]) -> int:
     try:
         return child.wait()
     except KeyboardInterrupt:
-        return child.wait()  # Ctrl-C reached the child too (same process group)
+        # At a terminal Ctrl-C reaches the child too; a signal sent to this process alone
+        # (a process manager, a test) does not, so pass it on.
+        child.send_signal(signal.SIGINT)
+        return 130
     finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def main() -> int:

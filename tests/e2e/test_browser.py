@@ -7,6 +7,7 @@ leaves a screenshot in screenshots/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
+from entra_emulator.server import EmulatorServer
+from tests.conftest import default_directory_document
 from webapp import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,16 +36,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def live_stack(start_emulator: Any, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+# "localhost": app and provider on the same site, as with `make run`. "127.0.0.1": another site
+# for the browser, as real Entra is, so the provider's form_post arrives as a cross-site POST that
+# carries no SameSite=Lax cookie.
+@pytest.fixture(params=["localhost", "127.0.0.1"], ids=["same-site", "cross-site"])
+def live_stack(request: pytest.FixtureRequest, emulator: EmulatorServer,
+               tmp_path: Path) -> Iterator[tuple[str, EmulatorServer]]:
     """The emulator and the web app, each on its own loopback port, as `make run` runs them."""
-    from tests.conftest import default_directory_document
-
     port = free_port()
     base = f"http://localhost:{port}"
     directory = default_directory_document()
     directory["applications"][0]["web"]["redirectUris"] = [f"{base}/getAToken", f"{base}/"]
-    emu = start_emulator(directory)
+    (tmp_path / "directory.json").write_text(json.dumps(directory))
+    # The session emulator's CA and server certificate (localhost and 127.0.0.1), already trusted.
+    shutil.copytree(emulator.state_dir / "tls", tmp_path / "state" / "tls")
+    emu = EmulatorServer(directory=tmp_path / "directory.json", state_dir=tmp_path / "state",
+                         host=request.param).start()
+    request.addfinalizer(emu.stop)
     app_registration = emu.directory.applications[0]
     app = create_app({
         "CLIENT_ID": app_registration.app_id,
