@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from entra_emulator import authorize, discovery, faults, graph, logout, token
+from entra_emulator import admin, authorize, discovery, faults, graph, logout, token
 from entra_emulator.context import AUTHORIZATION_RESPONSE_ISS, EXTENSION_KEY
 from entra_emulator.defects import DefectInjector
 from entra_emulator.directory import Directory, load_directory
@@ -66,7 +66,7 @@ def create_app(config: EmulatorConfig | Mapping[str, Any]) -> Flask:
     app.config[AUTHORIZATION_RESPONSE_ISS] = config.authorization_response_iss
     app.extensions[EXTENSION_KEY] = build_state(config)
     for blueprint in (discovery.bp, authorize.bp, token.bp, logout.bp, graph.bp,
-                      faults.admin_bp):
+                      admin.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from flask import Blueprint, Response, request
@@ -93,139 +94,150 @@ def with_response_issuer(params: dict[str, str], client_id: str,
 
 
 # ---------------------------------------------------------------------------------------------
-# The checks, in order
+# The checks. Each reads its parameter(s), given what the earlier checks found, and returns
+# what it found (named as in AuthorizationRequest), or raises EntraError.
 # ---------------------------------------------------------------------------------------------
 
-def check_client(params: Mapping[str, str], tenant_segment: str) -> Application:
+Found = Mapping[str, Any]
+
+
+def check_tenant(params: Mapping[str, str], found: Found) -> Found:
+    return {"tenant_id": tenant_id_for(found["tenant_segment"])}
+
+
+def check_client(params: Mapping[str, str], found: Found) -> Found:
     client_id = params.get("client_id", "").strip()
     if not client_id:
         raise entra_error("MissingRequiredParameter", name="client_id")
     app = current_state().directory.application(client_id)
     if app is None:
         raise entra_error("UnauthorizedClient_DoesNotMatchRequest", app_id=client_id,
-                          tenant=tenant_segment)
-    return app
+                          tenant=found["tenant_segment"])
+    return {"client": app}
 
 
-def check_redirect_uri(params: Mapping[str, str], app: Application) -> str:
+def check_redirect_uri(params: Mapping[str, str], found: Found) -> Found:
     """Exact match against the registered URIs; omitted is fine only when one is registered."""
+    app: Application = found["client"]
     redirect_uri = params.get("redirect_uri")
     if not app.redirect_uris:
         raise entra_error("NoReplyAddressRegistered")
     if redirect_uri is None:
         if len(app.redirect_uris) == 1:
-            return app.redirect_uris[0]
+            return {"redirect_uri": app.redirect_uris[0]}
         raise entra_error("NoReplyAddressProvided")
     if redirect_uri not in app.redirect_uris:
         raise entra_error("InvalidReplyTo", redirect_uri=redirect_uri, app_id=app.app_id)
-    return redirect_uri
+    return {"redirect_uri": redirect_uri}
 
 
-def check_response_mode(params: Mapping[str, str]) -> str:
+def check_response_mode(params: Mapping[str, str], found: Found) -> Found:
     mode = params.get("response_mode") or "query"
     if mode not in RESPONSE_MODES:
         raise entra_error("UnsupportedResponseMode", response_mode=mode)
-    return mode
+    return {"response_mode": mode}
 
 
-def check_response_type(params: Mapping[str, str]) -> None:
+def check_response_type(params: Mapping[str, str], found: Found) -> Found:
     response_type = params.get("response_type")
     if not response_type:
         raise entra_error("MissingRequiredParameter", name="response_type")
     # The hybrid and implicit flows need the app's implicit grant settings; we offer code only.
     if response_type.split() != ["code"]:
         raise entra_error("UnsupportedResponseType")
+    return {}
 
 
-def check_scope(params: Mapping[str, str], tenant_name: str) -> tuple[Scope, ...]:
+def check_scope(params: Mapping[str, str], found: Found) -> Found:
     scope = params.get("scope", "")
     if not scope.strip():
         raise entra_error("MissingRequiredParameter", name="scope")
-    return tuple(parse_scopes(scope, tenant_name))
+    tenant_name = current_state().directory.tenant.display_name
+    return {"scope": scope, "scopes": tuple(parse_scopes(scope, tenant_name))}
 
 
-def check_pkce(params: Mapping[str, str]) -> tuple[str | None, str | None]:
+def check_pkce(params: Mapping[str, str], found: Found) -> Found:
     challenge = params.get("code_challenge")
     method = params.get("code_challenge_method")
     if challenge is None:
         if method is not None:
             raise entra_error("MissingRequiredParameter", name="code_challenge")
-        return None, None
+        return {"code_challenge": None, "code_challenge_method": None}
     if not CODE_CHALLENGE.fullmatch(challenge):
         raise entra_error("InvalidCodeChallengeSize")
     # Without a method the challenge is plain (RFC 7636 §4.3).
     method = method or "plain"
     if method not in PKCE_METHODS:
         raise entra_error("InvalidRequestParameter", name="code_challenge_method")
-    return challenge, method
+    return {"code_challenge": challenge, "code_challenge_method": method}
 
 
-def check_prompt(params: Mapping[str, str]) -> frozenset[str]:
+def check_prompt(params: Mapping[str, str], found: Found) -> Found:
     prompt = frozenset(params.get("prompt", "").split())
     if not prompt <= set(PROMPTS) or ("none" in prompt and len(prompt) > 1):
         raise entra_error("UnsupportedPrompt")
-    return prompt
+    return {"prompt": prompt}
 
 
-def check_max_age(params: Mapping[str, str]) -> int | None:
+def check_max_age(params: Mapping[str, str], found: Found) -> Found:
     value = params.get("max_age")
     if value is None or value == "":
-        return None
+        return {"max_age": None}
     if not value.isdigit():
         raise entra_error("InvalidRequestParameter", name="max_age")
-    return int(value)
+    return {"max_age": int(value)}
 
 
-def check_id_token_hint(params: Mapping[str, str], app: Application,
-                        tenant_id: str) -> str | None:
+def check_id_token_hint(params: Mapping[str, str], found: Found) -> Found:
     """An ID token we issued to this app names the user expected (expired ones are fine)."""
     hint = params.get("id_token_hint")
     if not hint:
-        return None
+        return {"hinted_user_id": None}
     state = current_state()
     try:
         kid = jwt.get_unverified_header(hint).get("kid")
         key = state.keys.public_key_for(kid) if isinstance(kid, str) else None
         if key is None:
             raise jwt.InvalidTokenError("signed with an unknown key")
-        claims = jwt.decode(hint, key, algorithms=["RS256"], audience=app.app_id,
-                            issuer=state.issuer(tenant_id),
+        claims = jwt.decode(hint, key, algorithms=["RS256"], audience=found["client"].app_id,
+                            issuer=state.issuer(found["tenant_id"]),
                             options={"verify_exp": False, "require": ["oid"]})
     except jwt.PyJWTError as problem:
         raise entra_error("InvalidJwtToken", reason=f"id_token_hint: {problem}") from None
-    return str(claims["oid"])
+    return {"hinted_user_id": str(claims["oid"])}
+
+
+Check = Callable[[Mapping[str, str], Found], Found]
+
+# Until the redirect URI is known to be the app's, a failure is Entra's error page.
+ERROR_PAGE_CHECKS: tuple[Check, ...] = (check_tenant, check_client, check_redirect_uri)
+
+# Then failures go back to the app at that redirect URI, with `state`.
+ERROR_REDIRECT_CHECKS: tuple[Check, ...] = (
+    check_response_mode, check_response_type, check_scope, check_pkce, check_prompt,
+    check_max_age, check_id_token_hint,
+)
 
 
 def read_authorization_request(params: Mapping[str, str],
                                tenant_segment: str) -> AuthorizationRequest:
     """Raises EntraError (show the error page) or ErrorRedirect (tell the app)."""
-    tenant_id = tenant_id_for(tenant_segment)
-    app = check_client(params, tenant_segment)
-    redirect_uri = check_redirect_uri(params, app)
-    # From here on the redirect URI is trusted: failures go back to the app.
+    found: dict[str, Any] = {"tenant_segment": tenant_segment}
+    for check in ERROR_PAGE_CHECKS:
+        found.update(check(params, found))
     state = params.get("state")
-    try:
-        response_mode = check_response_mode(params)
-    except EntraError as err:
-        raise ErrorRedirect(err, redirect_uri, "query", state, client_id=app.app_id,
-                            tenant_id=tenant_id) from None
-    try:
-        check_response_type(params)
-        scopes = check_scope(params, current_state().directory.tenant.display_name)
-        challenge, method = check_pkce(params)
-        prompt = check_prompt(params)
-        max_age = check_max_age(params)
-        hinted_user_id = check_id_token_hint(params, app, tenant_id)
-    except EntraError as err:
-        raise ErrorRedirect(err, redirect_uri, response_mode, state, client_id=app.app_id,
-                            tenant_id=tenant_id) from None
+    for check in ERROR_REDIRECT_CHECKS:
+        try:
+            found.update(check(params, found))
+        except EntraError as err:
+            # Until response_mode is read (and when it is what failed), answer in the query.
+            raise ErrorRedirect(err, found["redirect_uri"], found.get("response_mode", "query"),
+                                state, client_id=found["client"].app_id,
+                                tenant_id=found["tenant_id"]) from None
     return AuthorizationRequest(
-        tenant_segment=tenant_segment, tenant_id=tenant_id, client=app,
-        redirect_uri=redirect_uri, response_mode=response_mode, scope=params["scope"],
-        scopes=scopes, state=state, nonce=params.get("nonce"), prompt=prompt,
-        login_hint=params.get("login_hint") or None, max_age=max_age,
-        code_challenge=challenge, code_challenge_method=method,
-        client_info=params.get("client_info") == "1", hinted_user_id=hinted_user_id)
+        **found, state=state, nonce=params.get("nonce"),
+        login_hint=params.get("login_hint") or None,
+        client_info=params.get("client_info") == "1")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from entra_emulator.claims import pairwise_subject
+from entra_emulator.keys import b64url
 
 # ID-token defects (the name predates the authorization-response ones below).
 DEFECTS = (
@@ -126,12 +127,8 @@ def _client_key(client_id: str) -> str:
 # Token plumbing
 # ---------------------------------------------------------------------------------------------
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _b64url_json(value: dict[str, Any]) -> str:
-    return _b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+    return b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
 
 def _without_key_headers(header_extra: dict) -> dict:
@@ -151,7 +148,7 @@ def _bad_signature(state: Any, client_id: str, header_extra: dict, claims: dict)
     signing_input, _, signature = token.rpartition(".")
     raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
     flipped = bytes(byte ^ 0xFF for byte in raw)
-    return f"{signing_input}.{_b64url(flipped)}"
+    return f"{signing_input}.{b64url(flipped)}"
 
 
 def _alg_none(state: Any, client_id: str, header_extra: dict, claims: dict) -> str:
@@ -170,7 +167,7 @@ def _hs256_public_key(state: Any, client_id: str, header_extra: dict, claims: di
               "kid": key.kid}
     signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}"
     signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64url(signature)}"
+    return f"{signing_input}.{b64url(signature)}"
 
 
 def _no_kid(state: Any, client_id: str, header_extra: dict, claims: dict) -> str:

@@ -158,6 +158,28 @@ CATALOGUE: dict[str, tuple[int, str, int, str]] = {
         50034, "invalid_request", 400,
         "The user account {username} does not exist in the {tenant} directory. To sign into "
         "this application, the account must be added to the directory."),
+    # The next three only ever come from injected faults (faults.py).
+    # Entra documents temporarily_unavailable for "too busy"; it does not document the AADSTS
+    # number sent with its 429, so we use TenantThrottlingError's (90055).
+    "TenantThrottlingError": (
+        90055, "temporarily_unavailable", 429,
+        "There are too many incoming requests. Please try again later."),
+    # Nor does it document what comes with a 503: we send 90033 (MsodsServiceUnavailable,
+    # "the directory service isn't available") with a text of our own.
+    "MsodsServiceUnavailable": (
+        90033, "temporarily_unavailable", 503,
+        "A transient error has occurred. Please try again."),
+    # What Conditional Access answers when a token needs a stronger sign-in.
+    "UserStrongAuthClientAuthNRequired": (
+        50076, "interaction_required", 400,
+        "Due to a configuration change made by your administrator, or because you moved to a "
+        "new location, you must use multi-factor authentication to access '{resource}'."),
+}
+
+# Errors whose body also carries a `suberror` (entra-protocol.md §1.4), which MSAL hands to the
+# app to say what kind of interaction is needed.
+SUBERRORS: dict[str, str] = {
+    "UserStrongAuthClientAuthNRequired": "basic_action",
 }
 
 
@@ -222,7 +244,7 @@ def error_description(err: EntraError, diagnostics: Diagnostics) -> str:
 
 def error_body(err: EntraError, diagnostics: Diagnostics | None = None) -> dict[str, Any]:
     diagnostics = diagnostics or Diagnostics.for_request()
-    return {
+    body = {
         "error": err.error,
         "error_description": error_description(err, diagnostics),
         "error_codes": [err.code],
@@ -231,6 +253,9 @@ def error_body(err: EntraError, diagnostics: Diagnostics | None = None) -> dict[
         "correlation_id": diagnostics.correlation_id,
         "error_uri": ERROR_LOOKUP_URI.format(code=err.code),
     }
+    if err.name in SUBERRORS:
+        body["suberror"] = SUBERRORS[err.name]
+    return body
 
 
 def json_response(body: Any, status: int = 200, *, no_store: bool = True) -> Response:

@@ -21,11 +21,11 @@ from flask import Blueprint, Response, g, request
 
 from entra_emulator.context import current_state
 from entra_emulator.directory import User
+from entra_emulator.scopes import GRAPH_APP_ID
 from entra_emulator.state import EmulatorState
 
 bp = Blueprint("graph", __name__)
 
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Graph accepts both audience forms a v1 token can carry.
 GRAPH_AUDIENCES = (GRAPH_APP_ID, "https://graph.microsoft.com", "https://graph.microsoft.com/")
 # Microsoft.IdentityModel's default clock skew, which Graph's token validation uses.

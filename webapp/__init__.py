@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from cachelib.base import BaseCache
@@ -34,7 +35,7 @@ from .config import (
 )
 from .errors import AppError, register_error_handlers
 from .graph import GraphClient
-from .oidc import Provider, ProviderError
+from .oidc import Provider, ProviderError, ProviderMetadata
 from .outbound import OutboundSession
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                      auth.authorization_response, methods=["GET", "POST"])
     app.after_request(security_headers)
     app.context_processor(template_globals)
+    app.extensions["webapp_links"] = PageLinks.of(app)
 
     if settings.problems:
         log.error("The app is not configured. %s (see .env.sample)",
@@ -81,6 +83,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.before_request(show_configuration_problems)
         app.extensions["webapp"] = None
         app.extensions["webapp_settings"] = settings
+        app.extensions["webapp_headers"] = SecurityHeaders(None)
         return app
     if settings.secret_key_generated:
         log.warning("SECRET_KEY is not set: using a random key, so sessions end when this "
@@ -96,6 +99,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         graph=GraphClient(http, settings.graph_endpoint, max_wait=settings.graph_retry_max_wait),
         records=records)
     app.extensions["webapp_settings"] = settings
+    app.extensions["webapp_headers"] = SecurityHeaders(provider)
     app.before_request(redirect_loopback_ip)
     if settings.trusted_proxy_hops:
         hops = settings.trusted_proxy_hops
@@ -144,14 +148,8 @@ def redirect_loopback_ip() -> ResponseReturnValue | None:
 
 
 def security_headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-        f"form-action {' '.join(_form_targets(current_app))}; "
-        "frame-ancestors 'none'; base-uri 'none'")
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers: SecurityHeaders = current_app.extensions["webapp_headers"]
+    response.headers.update(headers.for_response(is_signed_in=lambda: bool(session.get(auth.USER))))
     if request.is_secure:
         response.headers["Strict-Transport-Security"] = "max-age=31536000"
     if request.endpoint != "static":
@@ -160,25 +158,79 @@ def security_headers(response: Response) -> Response:
     return response
 
 
-def _form_targets(app: Flask) -> list[str]:
-    """'self' plus the provider's origins: Chrome applies form-action to the redirect that
-    follows the sign-out form, which goes to the provider's end_session_endpoint."""
-    services: Services | None = app.extensions.get("webapp")
-    if services is None:
-        return ["'self'"]
-    metadata = services.provider.cached_metadata()
-    if metadata is None and session.get(auth.USER):
-        try:
-            metadata = services.provider.metadata()
-        except ProviderError:
-            metadata = None
-    origins = metadata.browser_origins if metadata else ()
-    return ["'self'", *origins]
+class SecurityHeaders:
+    """The security headers of every response, built once rather than per response. The CSP's
+    form-action lists the provider's origins besides 'self' (Chrome applies form-action to the
+    redirect that follows the sign-out form, which goes to the provider's end_session_endpoint),
+    so it is rebuilt when the provider's metadata becomes known, or is re-read."""
+
+    def __init__(self, provider: Provider | None) -> None:
+        self._provider = provider
+        # One attribute, replaced whole: threads of a worker read it without a lock.
+        self._built: tuple[ProviderMetadata | None, dict[str, str]] = (
+            None, self._headers(None))
+
+    def for_response(self, is_signed_in: Callable[[], bool]) -> dict[str, str]:
+        metadata = self._provider.cached_metadata() if self._provider else None
+        if metadata is None and self._provider and is_signed_in():
+            # A signed-in page shows the sign-out form: its CSP needs the provider's origins.
+            try:
+                metadata = self._provider.metadata()
+            except ProviderError:
+                metadata = None
+        built_for, headers = self._built
+        if metadata is not built_for:
+            headers = self._headers(metadata)
+            self._built = (metadata, headers)
+        return headers
+
+    @staticmethod
+    def _headers(metadata: ProviderMetadata | None) -> dict[str, str]:
+        form_targets = " ".join(["'self'", *(metadata.browser_origins if metadata else ())])
+        return {
+            "Content-Security-Policy": (
+                "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                f"form-action {form_targets}; frame-ancestors 'none'; base-uri 'none'"),
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+            "Cross-Origin-Opener-Policy": "same-origin",
+        }
+
+
+@dataclass(frozen=True)
+class PageLinks:
+    """The links every page shows, built once per process: url_for() costs a few microseconds a
+    call and a page has up to seven. Templates use `links.<name>`; a link with arguments (a
+    sign-in's `next`) still uses url_for()."""
+
+    home: str
+    graph: str
+    claims: str
+    sign_in: str
+    sign_out: str
+    stylesheet: str
+
+    @classmethod
+    def of(cls, app: Flask) -> PageLinks:
+        build = app.url_map.bind("localhost").build  # paths only: the host plays no part
+        return cls(home=build("views.index"), graph=build("views.call_graph"),
+                   claims=build("views.claims"), sign_in=build("auth.login"),
+                   sign_out=build("auth.logout"),
+                   stylesheet=build("static", {"filename": "style.css"}))
+
+    def under(self, script_root: str) -> PageLinks:
+        """The same links for an app mounted below a path (SCRIPT_NAME), as url_for makes them."""
+        if not script_root:
+            return self
+        return PageLinks(**{name: script_root + path for name, path in asdict(self).items()})
 
 
 def template_globals() -> dict:
     user = session.get(auth.USER) if session else None
-    return {"signed_in": bool(user), "csrf_token": session.get(auth.CSRF_TOKEN, "") if user else ""}
+    return {"links": current_app.extensions["webapp_links"].under(request.script_root),
+            "signed_in": bool(user),
+            "csrf_token": session.get(auth.CSRF_TOKEN, "") if user else ""}
 
 
 class RedactOAuthParameters(logging.Filter):

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
+from entra_emulator import authorize
 from tests.conftest import (
     ADELE,
     DEFAULT_PASSWORD,
@@ -124,6 +125,62 @@ def test_error_page_escapes_what_the_request_said(emulator, default_app):
 def test_invalid_requests_are_reported_to_the_app(url, default_app, params, error, code):
     response = requests.get(url(**params), allow_redirects=False)
     assert_error_redirect(response, default_app.redirect_uri, error, code)
+
+
+# ---------------------------------------------------------------------------------------------
+# The order of the checks: with two faults in one request, the earlier check speaks
+# ---------------------------------------------------------------------------------------------
+
+def test_the_checks_are_listed_in_the_order_entra_applies_them():
+    assert [check.__name__ for check in authorize.ERROR_PAGE_CHECKS] == [
+        "check_tenant", "check_client", "check_redirect_uri"]
+    assert [check.__name__ for check in authorize.ERROR_REDIRECT_CHECKS] == [
+        "check_response_mode", "check_response_type", "check_scope", "check_pkce",
+        "check_prompt", "check_max_age", "check_id_token_hint"]
+
+
+@pytest.mark.parametrize(("tenant", "change", "code"), [
+    ("fabrikam.onmicrosoft.com", {"client_id": "11111111-2222-3333-4444-555555555555"}, 90002),
+    (None, {"client_id": "11111111-2222-3333-4444-555555555555",
+            "redirect_uri": "https://evil.example/callback"}, 700016),
+    (None, {"redirect_uri": "https://evil.example/callback", "response_type": "token",
+            "response_mode": "carrier_pigeon"}, 50011),
+])
+def test_error_page_checks_come_first_in_order(emulator, default_app, tenant, change, code):
+    query = {"redirect_uri": default_app.redirect_uri, "state": "xyz", **change}
+    client_id = query.pop("client_id", default_app.client_id)
+    response = requests.get(authorize_url(emulator, client_id, tenant=tenant, **query),
+                            allow_redirects=False)
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert f"AADSTS{code}:" in response.text
+
+
+@pytest.mark.parametrize(("params", "error", "code"), [
+    ({"response_mode": "carrier_pigeon", "response_type": "token"}, "invalid_request", 70007),
+    ({"response_type": "token", "scope": "Foo.Bar"}, "unsupported_response_type", 70005),
+    ({"scope": "Foo.Bar", "code_challenge": "short"}, "invalid_scope", 70011),
+    ({"code_challenge": "short", "prompt": "sometimes"}, "invalid_request", 501491),
+    ({"prompt": "sometimes", "max_age": "soon"}, "invalid_request", 90023),
+    ({"max_age": "soon", "id_token_hint": "not-a-token"}, "invalid_request", 90100),
+])
+def test_error_redirect_checks_run_in_order(url, default_app, params, error, code):
+    response = requests.get(url(**params), allow_redirects=False)
+    assert_error_redirect(response, default_app.redirect_uri, error, code)
+
+
+def test_errors_after_response_mode_use_it_and_its_own_error_uses_the_query(url, default_app):
+    # A bad response_mode cannot say how to answer, so that error comes back in the query...
+    refused = requests.get(url(response_mode="form-post", response_type="token"),
+                           allow_redirects=False)
+    assert_error_redirect(refused, default_app.redirect_uri, "invalid_request", 70007)
+    # ...while a later check's error comes back the way response_mode asked.
+    response = requests.get(url(response_mode="form_post", response_type="token"),
+                            allow_redirects=False)
+    assert response.status_code == 200
+    assert f'action="{default_app.redirect_uri}"' in response.text
+    assert 'name="error" value="unsupported_response_type"' in response.text
+    assert 'name="state" value="xyz"' in response.text
 
 
 def test_error_redirect_without_state_has_no_state(emulator, default_app):

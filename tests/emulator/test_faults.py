@@ -1,4 +1,4 @@
-"""Fault injection: each kind on each target, in-process and over the admin endpoint."""
+"""Fault injection: each kind on each target, in process (the admin endpoint: test_admin.py)."""
 
 from __future__ import annotations
 
@@ -53,11 +53,6 @@ def client_credentials(emu: Any, default_app: Any) -> requests.Response:
     return requests.post(token_url(emu), verify=emu.ca_bundle, data={
         "client_id": default_app.client_id, "client_secret": default_app.client_secret,
         "grant_type": "client_credentials", "scope": GRAPH_DEFAULT_SCOPE[0]})
-
-
-def admin(emu: Any, method: str, path: str, **kwargs: Any) -> requests.Response:
-    return requests.request(method, f"{emu.https_base}/_emulator/{path}", verify=emu.ca_bundle,
-                            **kwargs)
 
 
 def www_authenticate_params(header: str) -> dict[str, str]:
@@ -214,6 +209,28 @@ def test_token_claims_challenge_on_the_code_redemption(emulator, default_app):
                        50076)
 
 
+@pytest.mark.parametrize(("kind", "status", "error", "code", "text"), [
+    ("429", 429, "temporarily_unavailable", 90055,
+     "There are too many incoming requests. Please try again later."),
+    ("503", 503, "temporarily_unavailable", 90033,
+     "A transient error has occurred. Please try again."),
+    ("claims_challenge", 400, "interaction_required", 50076,
+     "Due to a configuration change made by your administrator, or because you moved to a new "
+     "location, you must use multi-factor authentication to access "
+     "'00000003-0000-0000-c000-000000000000'."),
+])
+def test_token_fault_bodies_are_entras_full_error_shape(emulator, default_app, kind, status,
+                                                        error, code, text):
+    emulator.faults.add("token", kind)
+    response = client_credentials(emulator, default_app)
+    body = assert_entra_error(response, status, error, code)
+    assert body["error_description"].startswith(f"AADSTS{code}: {text}\r\nTrace ID: ")
+    assert body["error_uri"] == f"https://login.microsoftonline.com/error?code={code}"
+    # Only Conditional Access's 50076 says what kind of interaction it needs.
+    assert body.get("suberror") == ("basic_action" if code == 50076 else None)
+    assert response.headers["Cache-Control"].startswith("no-store")
+
+
 def test_token_delay_then_the_real_answer(emulator, default_app):
     emulator.faults.add("token", "delay", delay_seconds=0.3)
     started = time.monotonic()
@@ -256,110 +273,3 @@ def test_clear_drops_every_pending_fault(emulator, access_token):
     emulator.faults.clear()
     assert emulator.faults.pending() == []
     assert get_me(emulator, access_token).status_code == 200
-
-
-# ---------------------------------------------------------------------------------------------
-# Admin endpoint
-# ---------------------------------------------------------------------------------------------
-
-def test_admin_adds_lists_and_clears_faults(emulator, access_token):
-    added = admin(emulator, "POST", "faults",
-                  json={"target": "graph", "kind": "429", "count": 2, "retry_after": 4})
-    assert added.status_code == 201, added.text
-    assert added.headers["Content-Type"].startswith("application/json")
-    assert admin(emulator, "GET", "faults").json()["pending"] == [
-        {"target": "graph", "kind": "429", "retry_after": 4, "delay_seconds": None}] * 2
-
-    response = get_me(emulator, access_token)
-    assert response.status_code == 429 and response.headers["Retry-After"] == "4"
-    assert len(admin(emulator, "GET", "faults").json()["pending"]) == 1
-
-    cleared = admin(emulator, "DELETE", "faults")
-    assert cleared.status_code == 200
-    assert admin(emulator, "GET", "faults").json() == {"pending": []}
-    assert get_me(emulator, access_token).status_code == 200
-
-
-@pytest.mark.parametrize(("body", "complaint"), [
-    (b"{not json", "the body must be a JSON object"),
-    (b"[1, 2]", "the body must be a JSON object"),
-    (b'{"target": "graph", "kind": "418"}', "kind must be one of"),
-    (b'{"target": "userinfo", "kind": "429"}', "target must be one of"),
-    (b'{"target": "graph", "kind": "429", "count": "3"}', "count must be a whole number"),
-    (b'{"target": "graph", "kind": "429", "retry_after": "soon"}', "retry_after must be"),
-    (b'{"target": "graph", "kind": "delay"}', "needs delay_seconds"),
-    (b'{"target": "graph", "kind": "429", "colour": "red"}', "unknown field(s): colour"),
-])
-def test_admin_refuses_bad_fault_requests_with_400(emulator, body, complaint):
-    response = admin(emulator, "POST", "faults", data=body,
-                     headers={"Content-Type": "application/json"})
-    assert response.status_code == 400
-    error = response.json()
-    assert error["error"] == "invalid_request"
-    assert complaint in error["error_description"]
-    assert emulator.faults.pending() == []
-
-
-def test_admin_adds_lists_and_clears_defects(emulator, default_app):
-    added = admin(emulator, "POST", "defects",
-                  json={"client_id": default_app.client_id, "defect": "alg_none", "count": 2})
-    assert added.status_code == 201, added.text
-    assert admin(emulator, "GET", "defects").json()["pending"] == [
-        {"client_id": default_app.client_id, "defect": "alg_none"}] * 2
-    assert admin(emulator, "DELETE", "defects").status_code == 200
-    assert emulator.defects.pending() == []
-
-
-@pytest.mark.parametrize(("body", "complaint"), [
-    ({"defect": "rot13"}, "unknown defect 'rot13'; known defects: bad_signature, alg_none"),
-    ({"defect": "alg_none", "client_id": None}, "client_id must be the appId of an "
-                                                "application in the directory (got None)"),
-    ({"defect": "alg_none", "client_id": "not-an-app"}, "(got 'not-an-app')"),
-    ({"defect": "alg_none", "count": -1}, "count must be"),
-    ({"defect": "alg_none", "count": 10**9}, "count must be"),
-])
-def test_admin_refuses_bad_defect_requests_with_400(emulator, default_app, body, complaint):
-    body = {"client_id": default_app.client_id, **body}
-    response = admin(emulator, "POST", "defects", json=body)
-    assert response.status_code == 400
-    assert complaint in response.json()["error_description"]
-    assert emulator.defects.pending() == []
-
-
-def test_admin_rotates_keys_keeping_the_old_one_published(start_emulator):
-    emu = start_emulator()
-    jwks_uri = requests.get(f"{emu.authority}/v2.0/.well-known/openid-configuration",
-                            verify=emu.ca_bundle).json()["jwks_uri"]
-    before = [key["kid"] for key in requests.get(jwks_uri, verify=emu.ca_bundle).json()["keys"]]
-
-    response = admin(emu, "POST", "rotate-keys")
-
-    assert response.status_code == 200, response.text
-    new_kid = response.json()["current_kid"]
-    after = [key["kid"] for key in requests.get(jwks_uri, verify=emu.ca_bundle).json()["keys"]]
-    assert new_kid not in before
-    assert new_kid in after and set(before) <= set(after)
-    assert emu.keys.current.kid == new_kid
-
-
-@pytest.mark.parametrize(("address", "allowed"), [
-    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("::ffff:127.0.0.1", True),
-    ("192.168.1.20", False), ("10.0.0.1", False), ("2001:db8::1", False),
-    ("::ffff:192.0.2.1", False), ("", False),
-])
-def test_admin_answers_loopback_callers_only(emulator, address, allowed):
-    client = emulator.app.test_client()
-    environ = {"REMOTE_ADDR": address}
-    response = client.post("/_emulator/faults", json={"target": "graph", "kind": "503"},
-                           environ_base=environ)
-    if allowed:
-        assert response.status_code == 201
-    else:
-        assert response.status_code == 403
-        assert response.json["error"] == "access_denied"
-        assert emulator.faults.pending() == []
-        for method, path in (("GET", "faults"), ("DELETE", "faults"), ("POST", "defects"),
-                             ("DELETE", "defects"), ("POST", "rotate-keys")):
-            refused = client.open(f"/_emulator/{path}", method=method, environ_base=environ,
-                                  json={})
-            assert refused.status_code == 403, (method, path)
