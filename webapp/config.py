@@ -163,7 +163,9 @@ def load_settings(source: Mapping[str, object]) -> Settings:
     values.update(_session_store(get("SESSION_TYPE"), get("SESSION_FILE_DIR"), get("REDIS_URL"),
                                  problems))
 
-    ca_bundle = get("CA_BUNDLE")
+    # REQUESTS_CA_BUNDLE too, as read from .env (the emulator's `--env-file` writes it there):
+    # requests itself only sees it in os.environ, which reading .env leaves untouched.
+    ca_bundle = get("CA_BUNDLE") or get("REQUESTS_CA_BUNDLE")
     if ca_bundle and not Path(ca_bundle).is_file():
         problems.append(Problem("CA_BUNDLE", f"No such file: {ca_bundle}."))
     values["ca_bundle"] = ca_bundle

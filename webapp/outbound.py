@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -30,8 +32,13 @@ class OutboundSession(requests.Session):
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
-    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any,  # type: ignore[override]
+                **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.default_timeout)
+        # Never follow a redirect: requests would resend a token request's body (client secret,
+        # code, verifier) to wherever a 307/308 points (RFC 9700 §4.12). urllib3's
+        # Retry(redirect=0) does not stop this; requests follows redirects itself.
+        kwargs.setdefault("allow_redirects", False)
         if self.verify is not True:
             # Per request, because requests lets REQUESTS_CA_BUNDLE override a session's verify.
             kwargs.setdefault("verify", self.verify)
