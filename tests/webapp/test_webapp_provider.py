@@ -1,5 +1,6 @@
-"""Outbound calls: a redirect never carries the client's credentials elsewhere (RFC 9700 §4.12,
-checklist G5), and the emulator's `--env-file` output is enough for the web app."""
+"""Talking to the provider: a redirect never carries the client's credentials elsewhere (RFC 9700
+§4.12, checklist G5); the emulator's `--env-file` output is enough for the web app; the provider's
+AADSTS errors reach the user with the hint for their common cause."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pytest
 from entra_emulator.server import env_settings, write_env_file
 from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
     Browser,
+    app_fixture,
+    browser_fixture,
     browser_sign_in_fn_fixture,
+    make_app_fixture,
+    state_of,
 )
 from webapp import create_app
 from webapp.outbound import OutboundSession
@@ -84,3 +89,32 @@ def test_the_emulators_env_file_is_all_the_web_app_needs(emulator, tmp_path, mon
     assert page.status_code == 200
     assert "Adele Vance" in page.get_data(as_text=True)
     assert Path(tmp_path / ".env").read_text().count("REQUESTS_CA_BUNDLE") == 1
+
+
+def test_a_wrong_client_secret_shows_aadsts7000215_with_its_hint(make_app, emulator,
+                                                                  browser_sign_in_fn) -> None:
+    browser = Browser(make_app(CLIENT_SECRET="the-secret-id-not-its-value"), emulator,
+                      browser_sign_in_fn)
+    page = browser.sign_in()
+    html = page.get_data(as_text=True)
+    assert page.status_code in (400, 401)
+    assert "AADSTS7000215" in html
+    assert "not its Secret ID" in html
+    assert "the-secret-id-not-its-value" not in html
+
+
+@pytest.mark.parametrize(("error", "code", "hint"), [
+    ("unauthorized_client", "700016", "Check CLIENT_ID"),
+    ("invalid_request", "50011", "localhost and 127.0.0.1 differ"),
+    ("invalid_grant", "54005", "already used"),
+])
+def test_provider_errors_show_their_aadsts_code_and_hint(browser, error, code, hint) -> None:
+    start = browser.start()
+    state = state_of(start.headers["Location"])
+    description = f"AADSTS{code}: something went wrong.\r\nTrace ID: 00000000"
+    page = browser.client.get("/getAToken", query_string={
+        "error": error, "error_description": description, "state": state})
+    html = page.get_data(as_text=True)
+    assert page.status_code >= 400
+    assert f"AADSTS{code}" in html and hint in html
+    assert "Trace ID" not in html
