@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote_plus
 
 import jwt
@@ -47,7 +47,7 @@ from entra_emulator.scopes import (
     response_scope,
     split_scope_string,
 )
-from entra_emulator.state import RefreshGrant
+from entra_emulator.state import EmulatorState, RefreshGrant
 
 bp = Blueprint("token", __name__)
 
@@ -339,6 +339,14 @@ def authorization_code_grant(req: TokenRequest, basic: tuple[str, str] | None) -
     return body
 
 
+def refuse_reused_refresh_token(state: EmulatorState, record: RefreshGrant) -> NoReturn:
+    """A rotated-out refresh token came back: someone holds a copy. End the whole family
+    (RFC 9700 §4.14.2)."""
+    state.refresh_tokens.revoke_family(record.family)
+    raise entra_error("InvalidGrant", reason="The refresh token has already been used or "
+                                             "was revoked.")
+
+
 def refresh_token_grant(req: TokenRequest, basic: tuple[str, str] | None) -> dict[str, Any]:
     state = current_state()
     token = req.required("refresh_token")
@@ -349,25 +357,25 @@ def refresh_token_grant(req: TokenRequest, basic: tuple[str, str] | None) -> dic
     if found.client_id != req.app.app_id:
         raise entra_error("InvalidGrant", reason="The refresh token was issued to another "
                                                  "client.")
-    record, usable = state.refresh_tokens.use(token)
-    if record is None:   # forgotten meanwhile (expired)
-        raise entra_error("MalformedRequest")
-    if not usable:
-        # A rotated-out refresh token came back: someone holds a copy. End the whole family
-        # (RFC 9700 §4.14.2).
-        state.refresh_tokens.revoke_family(record.family)
-        raise entra_error("InvalidGrant", reason="The refresh token has already been used or "
-                                                 "was revoked.")
-    if state.clock.now() > record.expires_at:
-        issued = datetime.fromtimestamp(record.issued_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        inactive = f"{int(state.clock.now() - record.issued_at)} seconds"
+    if found.used or state.refresh_tokens.is_revoked(found.family):
+        refuse_reused_refresh_token(state, found)
+    # A request refused for its expiry or its scope must not spend the token: check both before
+    # it is marked used.
+    if state.clock.now() > found.expires_at:
+        issued = datetime.fromtimestamp(found.issued_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        inactive = f"{int(state.clock.now() - found.issued_at)} seconds"
         raise entra_error("ExpiredOrRevokedGrantInactiveToken", issued=issued,
                           inactive=inactive)
     # Entra's refresh tokens are not bound to the scopes of the sign-in they came from: any
     # scope the user has consented to for the app may be asked for (entra-protocol.md §1.3).
     # The quickstart relies on it: it signs in with OIDC scopes, then refreshes for User.Read.
-    granted = record.granted | state.consents.granted(record.user_id, req.app.app_id)
+    granted = found.granted | state.consents.granted(found.user_id, req.app.app_id)
     scope, permissions = requested_permissions(req, None, granted)
+    record, usable = state.refresh_tokens.use(token)  # atomic: of two concurrent uses, one wins
+    if record is None:   # forgotten meanwhile (expired)
+        raise entra_error("MalformedRequest")
+    if not usable:
+        refuse_reused_refresh_token(state, record)
     grant = UserGrant(app=req.app, user=_user_of(record.user_id), tenant_id=record.tenant_id,
                       granted=granted, sid=record.sid, auth_time=record.auth_time,
                       include_auth_time=record.include_auth_time, family=record.family)

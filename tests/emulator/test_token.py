@@ -304,6 +304,9 @@ def test_refresh_token_errors(emulator, default_app):
                                client_secret="wrong"), 401, "invalid_client", 7000215)
     assert_entra_error(refresh(emulator, default_app, first["refresh_token"],
                                scope="Mail.Send"), 400, "invalid_grant", 65001)
+    # None of those refusals spent the token (a refused request is not a use; Entra would
+    # otherwise treat the app's next, valid refresh as a stolen token's replay).
+    assert refresh(emulator, default_app, first["refresh_token"]).status_code == 200
 
 
 def test_expired_refresh_token(emulator, default_app):
