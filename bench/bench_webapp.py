@@ -50,6 +50,7 @@ CONFIG_ENV = "BENCH_WEBAPP_CONFIG"
 TOKEN_PATH_SUFFIX = "/oauth2/v2.0/token"
 SERVER_START_SECONDS = 30
 ROUND_TIME_LIMIT_SECONDS = 20
+OTHER_LOAD_WARNING_CORES = 0.3
 # The query response mode keeps the sign-in driver simple (form_post's binding cookie is Secure,
 # which http.cookiejar never sends over http); MSAL warns about it on every sign-in.
 MSAL_QUERY_MODE_WARNING = "response_mode='form_post' is recommended"
@@ -60,16 +61,38 @@ MSAL_QUERY_MODE_WARNING = "response_mode='form_post' is recommended"
 # ------------------------------------------------------------------------------------------------
 
 def served_app(kind: str) -> Any:
-    """Gunicorn's app factory: `bench_webapp:served_app('hello')` or `...('webapp')`."""
+    """Gunicorn's app factory: `bench_webapp:served_app('hello')`, `...('webapp')` or
+    `...('session-only')`."""
     from flask import Flask
 
     if kind == "hello":
         app = Flask("hello")
         app.add_url_rule("/", "hello", lambda: "hello")
         return app
+    if kind == "session-only":
+        return session_only_app(json.loads(os.environ[CONFIG_ENV]))
     from webapp import create_app
 
     return create_app(json.loads(os.environ[CONFIG_ENV]))
+
+
+def session_only_app(config: dict[str, Any]) -> Any:
+    """The cheapest signed-in page there can be on this stack, for --reference: Flask +
+    Flask-Session on the web app's own session files (its key prefix and cookie name), answering
+    the signed-in user's name as plain text: no template, no security headers, no checks. What
+    the ratio can reach at best for a page that reads a server-side session."""
+    from cachelib.file import FileSystemCache
+    from flask import Flask, session
+    from flask_session.cachelib import CacheLibSessionInterface
+
+    app = Flask("session_only")
+    app.config.update(SESSION_PERMANENT=False, SESSION_REFRESH_EACH_REQUEST=False)
+    store = FileSystemCache(str(Path(config["SESSION_FILE_DIR"]).resolve()), threshold=20000,
+                            mode=0o600)
+    app.session_interface = CacheLibSessionInterface(app, client=store, key_prefix="session:",
+                                                     permanent=False)
+    app.add_url_rule("/", "name", lambda: (session.get("user") or {}).get("name", ""))
+    return app
 
 
 def webapp_config(emu: Any, session_dir: Path) -> dict[str, Any]:
@@ -201,6 +224,13 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def machine_busy_seconds() -> float:
+    """CPU time used so far by everything on the machine, all cores (Linux /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -249,6 +279,9 @@ class Round:
     requests: int
     seconds: float
     server_cpu_seconds: float = 0.0
+    # What the rest of the machine used meanwhile (not the server, not this process), in cores:
+    # another process's load shows here rather than as an unexplained slow round.
+    others_cores: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -314,10 +347,15 @@ class PageResult:
     hello: list[Round]
     webapp: list[Round]
     token_calls: int
+    session_only: list[Round]  # empty unless --reference
 
     @staticmethod
     def median_rate(rounds: list[Round]) -> float:
         return statistics.median(r.rate for r in rounds)
+
+    @staticmethod
+    def median_others(rounds: list[Round]) -> float:
+        return statistics.median(r.others_cores for r in rounds)
 
     @staticmethod
     def median_cpu(rounds: list[Round]) -> float:
@@ -347,18 +385,29 @@ def bench_pages(emu: Any, counter: TokenEndpointCounter, browser_sign_in: Callab
             raise RuntimeError(f"the signed-in home page does not greet the user ({status})")
 
         targets = {"hello": (hello, cookie, b"hello"), "webapp": (webapp, cookie, DISPLAY_NAME)}
+        if args.reference:
+            session_only = GunicornServer("session-only", settings, env,
+                                          workdir / "gunicorn-session-only.log")
+            servers.append(session_only)
+            session_only.wait_until_ready("/")
+            targets["session-only"] = (session_only, cookie, DISPLAY_NAME)
         for server, cookie_header, marker in targets.values():  # warm-up: imports, caches, pools
             drive(server.port, server.host, "/", cookie_header, marker, args.warmup, args.clients)
         calls_before = counter.count
-        rounds: dict[str, list[Round]] = {"hello": [], "webapp": []}
+        rounds: dict[str, list[Round]] = {name: [] for name in targets}
         for _ in range(args.rounds):  # interleaved, so drift in the machine hits both alike
             for name, (server, cookie_header, marker) in targets.items():
-                cpu_before = server.cpu_seconds()
+                cpu_before, machine_before = server.cpu_seconds(), machine_busy_seconds()
+                own_before = time.process_time()
                 result = drive(server.port, server.host, "/", cookie_header, marker,
                                args.requests, args.clients)
                 result.server_cpu_seconds = server.cpu_seconds() - cpu_before
+                others = (machine_busy_seconds() - machine_before - result.server_cpu_seconds
+                          - (time.process_time() - own_before))
+                result.others_cores = max(0.0, others / result.seconds)
                 rounds[name].append(result)
-        return PageResult(rounds["hello"], rounds["webapp"], counter.count - calls_before)
+        return PageResult(rounds["hello"], rounds["webapp"], counter.count - calls_before,
+                          rounds.get("session-only", []))
     finally:
         for server in servers:
             server.stop()
@@ -470,15 +519,26 @@ def report(pages: PageResult, token: TokenResult, args: argparse.Namespace) -> l
     print(f"\n1. Page throughput: {settings.describe()}; {args.clients} keep-alive "
           f"http.client connection(s); {args.requests} requests x {args.rounds} rounds "
           f"after {args.warmup} warm-up")
-    print(f"   {'page':<28}{'req/s (median)':>15}{'server CPU us/req':>19}   req/s by round")
-    for label, rounds in (("bare Flask 'hello' /", pages.hello),
-                          ("webapp signed-in home /", pages.webapp)):
+    print(f"   {'page':<28}{'req/s (median)':>15}{'server CPU us/req':>19}"
+          f"{'others (cores)':>16}   req/s by round")
+    rows = [("bare Flask 'hello' /", pages.hello), ("webapp signed-in home /", pages.webapp)]
+    if pages.session_only:
+        rows.append(("reference: session only /", pages.session_only))
+    for label, rounds in rows:
         detail = " ".join(f"{r.rate:.0f}" for r in rounds)
         print(f"   {label:<28}{PageResult.median_rate(rounds):>15.0f}"
-              f"{PageResult.median_cpu(rounds):>19.0f}   {detail}")
+              f"{PageResult.median_cpu(rounds):>19.0f}{PageResult.median_others(rounds):>16.2f}"
+              f"   {detail}")
     ratio_ok = pages.ratio >= PAGE_RATIO_TARGET
     print(f"   ratio webapp/hello: {pages.ratio:.2f}  (target >= {PAGE_RATIO_TARGET})  "
           f"{verdict(ratio_ok)}")
+    if pages.session_only:
+        best = PageResult.median_rate(pages.session_only) / PageResult.median_rate(pages.hello)
+        print(f"   ratio reference/hello: {best:.2f}  (Flask + Flask-Session reading the same "
+              "session, nothing else: the best a signed-in page can do here)")
+    if max(r.others_cores for r in pages.hello + pages.webapp) > OTHER_LOAD_WARNING_CORES:
+        print("   note: other processes used a sizeable share of the 2 cores in some rounds; "
+              "the req/s figures are then low and noisy (CPU us/req less so)")
     short = [r.requests for r in pages.hello + pages.webapp if r.requests < args.requests]
     if short:
         print(f"   note: {len(short)} round(s) stopped at the {ROUND_TIME_LIMIT_SECONDS} s limit")
@@ -519,6 +579,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="gunicorn worker class (sync closes every connection)")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per app")
     parser.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
+    parser.add_argument("--reference", action="store_true",
+                        help="also serve the cheapest possible signed-in page (Flask + "
+                        "Flask-Session reading the same session, answering the name as text)")
     parser.add_argument("--calls", type=int, default=1000, help="token calls per repeat")
     parser.add_argument("--repeats", type=int, default=5, help="token timing repeats")
     return parser.parse_args(argv)

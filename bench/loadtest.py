@@ -51,6 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from bench_webapp import child_pids, machine_busy_seconds, process_cpu_seconds  # bench/, beside
 from dotenv import dotenv_values
 
 REPO = Path(__file__).resolve().parent.parent
@@ -221,6 +222,11 @@ class Instance:
                 connection.close()
 
         wait_until(answers, self.process, self.process.name)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by this gunicorn's master and workers."""
+        master = self.process.process.pid
+        return sum(process_cpu_seconds(pid) for pid in (master, *child_pids(master)))
 
     def stop(self) -> None:
         self.process.stop()
@@ -431,36 +437,61 @@ def signed_in_cookie(browser: SimulatedBrowser) -> str:
 
 
 @dataclass
+class Side:
+    """One side of phase 2: its requests, and the CPU its instances (and everything else on the
+    machine) used meanwhile."""
+
+    requests: int = 0
+    instance_cpu_seconds: float = 0.0
+    machine_cpu_seconds: float = 0.0
+
+    @property
+    def instance_cpu_us(self) -> float:
+        return self.instance_cpu_seconds / self.requests * 1e6 if self.requests else 0.0
+
+    @property
+    def machine_cpu_us(self) -> float:
+        return self.machine_cpu_seconds / self.requests * 1e6 if self.requests else 0.0
+
+
+@dataclass
 class Throughput:
-    bare: float
-    signed_in: float
+    bare: Side
+    signed_in: Side
     clients: int
     seconds: float
 
     @property
     def ratio(self) -> float:
-        return self.signed_in / self.bare if self.bare else 0.0
+        if not self.bare.requests:
+            return 0.0
+        return self.signed_in.requests / self.bare.requests
 
 
-def measure_throughput(app_ports: list[int], bare_ports: list[int], public_host: str,
-                       browsers: list[SimulatedBrowser], args: argparse.Namespace,
-                       stats: Stats) -> Throughput:
+def measure_throughput(app_instances: list[Instance], bare_instances: list[Instance],
+                       public_host: str, browsers: list[SimulatedBrowser],
+                       args: argparse.Namespace, stats: Stats) -> Throughput:
     clients = browsers[:args.clients]
     for browser in clients:
         browser.stats = Stats()  # their sign-ins here are not phase 1's traffic
-    signed = [(app_ports[i % len(app_ports)], signed_in_cookie(b), b.name)
+    signed = [(app_instances[i % len(app_instances)].port, signed_in_cookie(b), b.name)
               for i, b in enumerate(clients)]
-    bare = [(bare_ports[i % len(bare_ports)], "", "hello") for i in range(len(clients))]
+    bare = [(bare_instances[i % len(bare_instances)].port, "", "hello")
+            for i in range(len(clients))]
     hammer(bare, public_host, 1, stats, "bare")          # warm-up
     hammer(signed, public_host, 1, stats, "signed-in")
-    totals = {"bare": 0, "signed-in": 0}
+    sides = {"bare": (bare, bare_instances, Side()),
+             "signed-in": (signed, app_instances, Side())}
     rounds = 4
     for _ in range(rounds):  # interleaved, so drift in the machine hits both alike
-        totals["bare"] += hammer(bare, public_host, args.ratio_seconds / rounds, stats, "bare")
-        totals["signed-in"] += hammer(signed, public_host, args.ratio_seconds / rounds, stats,
-                                      "signed-in")
-    return Throughput(bare=totals["bare"] / args.ratio_seconds,
-                      signed_in=totals["signed-in"] / args.ratio_seconds,
+        for kind, (targets, instances, side) in sides.items():
+            cpu_before = sum(i.cpu_seconds() for i in instances)
+            machine_before = machine_busy_seconds()
+            side.requests += hammer(targets, public_host, args.ratio_seconds / rounds, stats,
+                                    kind)
+            side.instance_cpu_seconds += sum(i.cpu_seconds() for i in instances) - cpu_before
+            side.machine_cpu_seconds += machine_busy_seconds() - machine_before
+    return Throughput(bare=sides["bare"][2], signed_in=sides["signed-in"][2],
                       clients=len(clients), seconds=args.ratio_seconds)
 
 
@@ -506,9 +537,15 @@ def report(stats: Stats, began: float, elapsed: float, throughput: Throughput | 
     if throughput:
         print(f"\nPhase 2: GET / over {throughput.clients} keep-alive connections, "
               f"{throughput.seconds:.0f} s each side, interleaved")
-        print(f"  bare Flask page          {throughput.bare:8.1f} req/s")
-        print(f"  signed-in page (Redis)   {throughput.signed_in:8.1f} req/s")
+        seconds = throughput.seconds
+        print(f"  {'page':<26}{'req/s':>9}{'instances CPU us/req':>22}"
+              f"{'machine CPU us/req':>20}")
+        for label, side in (("bare Flask page", throughput.bare),
+                            ("signed-in page (Redis)", throughput.signed_in)):
+            print(f"  {label:<26}{side.requests / seconds:>9.1f}{side.instance_cpu_us:>22.0f}"
+                  f"{side.machine_cpu_us:>20.0f}")
         print(f"  ratio signed-in / bare   {throughput.ratio:8.2f}")
+        print("  (machine: every process on the 2 cores, these clients and Redis included)")
     print(f"\nErrors: {len(stats.errors)}")
     for message in stats.errors[:10]:
         print(f"  {message}")
@@ -588,8 +625,8 @@ def main(argv: list[str] | None = None) -> int:
             stats.error("a simulated browser did not finish in time")
 
         try:
-            throughput = measure_throughput(app_ports, [i.port for i in bare_instances],
-                                            public_host, browsers, args, stats)
+            throughput = measure_throughput(app_instances, bare_instances, public_host,
+                                            browsers, args, stats)
         except (Unexpected, requests.RequestException) as problem:
             stats.error(f"phase 2: {type(problem).__name__}: {problem}")
             throughput = None

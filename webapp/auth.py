@@ -433,13 +433,13 @@ def provider_logout_url(logout_hint: str | None) -> str:
 def current_user() -> dict[str, str] | None:
     """The signed-in user, or None. A session ends SESSION_LIFETIME after sign-in, whatever
     the tokens' lifetimes."""
-    if not session or USER not in session:
+    user = session.get(USER)
+    if user is None:
         return None
-    lifetime = identity().settings.session_lifetime
-    if time.time() - session.get(SIGNED_IN_AT, 0) > lifetime:
+    if time.time() - session.get(SIGNED_IN_AT, 0) > identity().settings.session_lifetime:
         session.clear()
         return None
-    return session[USER]
+    return user
 
 
 def login_required(view: Callable[..., ResponseReturnValue]

@@ -155,6 +155,40 @@ def test_security_headers_on_every_page(app, browser, emulator):
     assert responses[1].status_code == 404 and "Not Found" in responses[1].get_data(as_text=True)
 
 
+@pytest.mark.parametrize("script_root", ["", "/mounted/below"])
+def test_page_links_are_what_url_for_builds(app, browser, script_root):
+    """The links built once per process are the ones url_for() builds per request, also for an
+    app mounted below a path (SCRIPT_NAME)."""
+    from flask import render_template_string, url_for
+
+    browser.sign_in()
+    environ = {"SCRIPT_NAME": script_root}
+    with app.test_request_context("/", environ_overrides=environ):
+        expected = {"home": url_for("views.index"), "graph": url_for("views.call_graph"),
+                    "claims": url_for("views.claims"), "sign_in": url_for("auth.login"),
+                    "sign_out": url_for("auth.logout"),
+                    "stylesheet": url_for("static", filename="style.css")}
+        rendered = render_template_string(
+            "{{ links.home }} {{ links.graph }} {{ links.claims }} {{ links.sign_in }} "
+            "{{ links.sign_out }} {{ links.stylesheet }}")
+    assert rendered.split() == list(expected.values())
+    assert expected["graph"] == f"{script_root}/graph"
+    page = browser.client.get("/", environ_overrides=environ).get_data(as_text=True)
+    for name in ("stylesheet", "home", "graph", "claims", "sign_out"):
+        assert f'="{expected[name]}"' in page, name
+
+
+def test_csp_lists_the_provider_once_its_metadata_is_known(make_app, emulator):
+    app = make_app()
+    client = app.test_client()
+    before = client.get("/").headers["Content-Security-Policy"]
+    assert "form-action 'self';" in before  # nothing fetched yet for a signed-out page
+    assert client.get("/login").status_code == 302  # reads the provider's metadata
+    after = client.get("/").headers["Content-Security-Policy"]
+    assert f"form-action 'self' {emulator.http_base};" in after
+    assert client.get("/static/style.css").headers["Content-Security-Policy"] == after
+
+
 def test_static_css_is_local(app):
     page = app.test_client().get("/").get_data(as_text=True)
     assert '<link rel="stylesheet" href="/static/style.css">' in page

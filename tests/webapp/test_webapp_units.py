@@ -81,7 +81,23 @@ def test_gunicorn_access_log_atoms_are_redacted():
     assert RedactOAuthParameters().filter(record)
     message = record.getMessage()
     assert "SECRETCODE" not in message and "STATE123" not in message
-    assert "code=[redacted]&state=[redacted]" in message and record.args is atoms
+    assert "code=[redacted]&state=[redacted]" in message
+    # Formatted once, then redacted: no copy of the secrets stays behind in the arguments.
+    assert record.args is None and record.getMessage() == message
+
+
+def test_access_log_line_is_formatted_as_gunicorn_formats_it():
+    class Atoms(dict):  # gunicorn's SafeAtoms: unknown atoms print as "-"
+        def __getitem__(self, key):
+            return super().get(key, "-")
+
+    atoms = Atoms({"h": "127.0.0.1", "U": "/getAToken", "{cookie}i": "session=SECRET",
+                   "QUERY_STRING": "code=SECRETCODE"})
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1,
+                               '%(h)s "%(U)s" %(missing)s', (), None)
+    record.args = atoms
+    assert RedactOAuthParameters().filter(record)
+    assert record.getMessage() == '127.0.0.1 "/getAToken" -'
 
 
 def test_msal_debug_event_json_is_redacted():
