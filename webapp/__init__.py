@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from cachelib.base import BaseCache
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
 # Loggers whose records may carry authorization-response values: access logs print request lines;
 # MSAL's DEBUG log prints each token request's parameters (tokens masked, not code/verifier).
-REDACTED_LOGGERS = ("werkzeug", "gunicorn.access", "gunicorn.error", "msal.token_cache",
-                    "msal.application", "msal.oauth2cli.oauth2", "msal.oauth2cli.oidc")
+# MSAL's loggers are covered by install_msal_record_redaction.
+REDACTED_LOGGERS = ("werkzeug", "gunicorn.access", "gunicorn.error")
 
 
 @dataclass
@@ -273,3 +274,24 @@ def install_log_redaction() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactOAuthParameters) for f in logger.filters):
             logger.addFilter(RedactOAuthParameters())
+    install_msal_record_redaction()
+
+
+def install_msal_record_redaction() -> None:
+    """Redact every record MSAL creates, whichever `msal.*` logger it comes from. A logger's
+    filters see only records created on that very logger, not those its children pass up, and
+    MSAL creates more loggers than can be listed (some lazily). Records are built only for
+    enabled levels, so this costs nothing while MSAL's debug log is off."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts_msal", False):
+        return
+    redactor = RedactOAuthParameters()
+
+    def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.name == "msal" or record.name.startswith("msal."):
+            redactor.filter(record)
+        return record
+
+    redacting_factory.redacts_msal = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting_factory)

@@ -55,23 +55,46 @@ class AppError(Exception):
 def from_oauth_error(error: str, description: str = "", *, status: int = 400,
                      title: str = "Sign-in failed") -> AppError:
     """An AppError for an OAuth/OpenID error response, with an AADSTS hint when known."""
-    match = AADSTS_CODE.search(description or "")
-    code = f"AADSTS{match.group(1)}" if match else error
-    hint = AADSTS_HINTS.get(match.group(1), "") if match else ""
+    number = aadsts_number(description)
+    code = f"AADSTS{number}" if number else error
+    hint = AADSTS_HINTS.get(number, "")
     if not hint and error == "access_denied":
         hint = "The sign-in or the consent was cancelled. You can sign in again."
     if not hint and error in ("consent_required", "interaction_required", "login_required"):
         hint = "Sign in again to continue."
-    # Entra appends "\r\nTrace ID: …\r\nCorrelation ID: …" lines; show the message line only.
-    detail = (description or "").split("\r\n")[0].strip()[:1000]
     return AppError(status, title, f"The identity provider answered: {error}.", hint=hint,
-                    code=code, detail=detail, offer_sign_in=True)
+                    code=code, detail=first_line(description), offer_sign_in=True)
 
 
 def from_provider_error(exc: ProviderError) -> AppError:
+    if exc.misconfigured:
+        return provider_configuration_error(exc)
     status = 502 if exc.unreachable else 503
     return AppError(status, "The identity provider is unavailable", exc.message, hint=exc.hint,
                     offer_sign_in=not exc.unreachable)
+
+
+def provider_configuration_error(exc: ProviderError) -> AppError:
+    """The provider answered, and its answer means AUTHORITY is wrong: a configuration page, not
+    an outage (signing in again cannot help). 503, like the app's other configuration page."""
+    number = aadsts_number(exc.description)
+    return AppError(503, "The app's identity provider setting is wrong",
+                    f"{exc.message} This is a configuration problem in AUTHORITY (or "
+                    "OIDC_AUTHORITY), not an outage of the identity provider.",
+                    hint=AADSTS_HINTS.get(number, "") or exc.hint,
+                    code=f"AADSTS{number}" if number else exc.error,
+                    detail=first_line(exc.description))
+
+
+def aadsts_number(description: str | None) -> str:
+    """The number of the AADSTS code in an Entra error description, or ""."""
+    match = AADSTS_CODE.search(description or "")
+    return match.group(1) if match else ""
+
+
+def first_line(description: str | None) -> str:
+    """The message line only: Entra appends Trace ID and Correlation ID lines (CRLF)."""
+    return (description or "").split("\r\n")[0].strip()[:1000]
 
 
 def session_store_unavailable() -> AppError:
@@ -92,7 +115,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ProviderError)
     def provider_error(exc: ProviderError):
-        log.warning("Identity provider problem: %s", exc.message)
+        if exc.misconfigured:
+            log.error("Identity provider configuration problem: %s %s", exc.message,
+                      first_line(exc.description))
+        else:
+            log.warning("Identity provider problem: %s", exc.message)
         return render_error(from_provider_error(exc))
 
     @app.errorhandler(redis.exceptions.ConnectionError)

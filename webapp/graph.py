@@ -119,8 +119,8 @@ def graph_error(result: GraphResult) -> AppError:
     """The page for a Graph answer we cannot use, with Graph's own code and message."""
     body = result.json()
     error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code", "") if isinstance(error, dict) else ""
-    message = error.get("message", "") if isinstance(error, dict) else ""
+    code = _as_text(error.get("code"), limit=200) if isinstance(error, dict) else ""
+    message = _as_text(error.get("message")) if isinstance(error, dict) else ""
     if result.status in RETRYABLE_STATUSES:
         wait = retry_after_seconds(result.headers.get("retry-after"))
         verb = "throttling requests" if result.status == 429 else "temporarily unavailable"
@@ -130,9 +130,18 @@ def graph_error(result: GraphResult) -> AppError:
                         code=code, detail=message, retry_after=int(wait + 0.999))
     return AppError(502, "Microsoft Graph returned an error",
                     f"Microsoft Graph answered HTTP {result.status}.",
-                    code=code, detail=message[:1000],
+                    code=code, detail=message,
                     hint="Sign out and in again if the problem persists." if result.status in
                     (401, 403) else "")
+
+
+def _as_text(value: Any, limit: int = 1000) -> str:
+    """Graph's error code or message for the page: a string as sent, any other JSON value as
+    JSON (a misbehaving Graph must not turn its error into ours), shortened."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text[:limit]
 
 
 def graph_unreachable(url: str, exc: Exception) -> AppError:

@@ -21,21 +21,34 @@ from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 ALLOWED_ALGORITHMS = ["RS256"]
 CLOCK_SKEW_SECONDS = 120  # tolerated clock difference with the provider (checklist: <= 5 min)
 METADATA_LIFETIME_SECONDS = 24 * 3600  # as long as MSAL caches the same document
+# The signing keys are re-read on the same schedule, so a key the provider withdraws stops being
+# trusted within a day, not at the next restart.
+KEYS_LIFETIME_SECONDS = METADATA_LIFETIME_SECONDS
 JWKS_MIN_REFETCH_SECONDS = 10  # an unknown kid may trigger a JWKS fetch at most this often
 ENTRA_TENANT_TEMPLATE = "{tenantid}"
 ENTRA_MULTI_TENANT = frozenset({"common", "organizations"})
 
 
 class ProviderError(Exception):
-    """The identity provider could not be reached, or answered something unusable."""
+    """The identity provider could not be reached, or answered something unusable.
+
+    `unreachable`: no answer at all (connection, TLS, timeout). `misconfigured`: the provider
+    answered, but what it said means this app's settings are wrong (an unknown tenant, an
+    issuer that is not AUTHORITY's), not that the provider is down. `error` and `description`
+    carry the provider's own OAuth error, when it sent one.
+    """
 
     def __init__(self, message: str, *, url: str = "", unreachable: bool = False,
-                 hint: str = "") -> None:
+                 misconfigured: bool = False, hint: str = "", error: str = "",
+                 description: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.url = url
         self.unreachable = unreachable
+        self.misconfigured = misconfigured
         self.hint = hint
+        self.error = error
+        self.description = description
 
 
 class IdTokenError(Exception):
@@ -96,7 +109,8 @@ def issuer_matches_authority(issuer: str, authority: str, *, generic_oidc: bool)
 
 
 class Provider:
-    """The configured identity provider's metadata and signing keys, fetched once per process."""
+    """The configured identity provider's metadata and signing keys, each re-read when older than
+    its lifetime (checked on use: no background thread)."""
 
     def __init__(self, http: requests.Session, authority: str, client_id: str, *,
                  generic_oidc: bool = False, clock=time.time) -> None:
@@ -109,7 +123,7 @@ class Provider:
         self._metadata: ProviderMetadata | None = None
         self._metadata_fetched_at = 0.0
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._keys_fetched = False
+        self._keys_fetched_at: float | None = None
         self._last_unknown_kid_refetch: float | None = None
 
     # -- metadata --------------------------------------------------------------------------
@@ -134,6 +148,7 @@ class Provider:
             raise ProviderError(
                 f"The provider's OpenID configuration names the issuer {issuer!r}, which does not "
                 f"belong to the configured authority {self.authority}.", url=url,
+                misconfigured=True,
                 hint="Check AUTHORITY (or OIDC_AUTHORITY): it must be the issuer's own URL.")
         missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri")
                    if not isinstance(document.get(k), str)]
@@ -159,9 +174,13 @@ class Provider:
             raise ProviderError(f"The identity provider answered {response.status_code} for its "
                                 f"{what}.", url=url)
         if response.status_code != 200:
+            # The provider is up and refuses this address: AUTHORITY names a tenant or path it
+            # does not know (Entra: 400 invalid_tenant, AADSTS90002).
+            error, description = _oauth_error(response)
             raise ProviderError(f"The identity provider answered {response.status_code} for its "
-                                f"{what}.", url=url,
-                                hint="Check AUTHORITY: the tenant may not exist.")
+                                f"{what}.", url=url, misconfigured=True,
+                                hint="Check AUTHORITY: the tenant may not exist.",
+                                error=error, description=description)
         try:
             document = response.json()
         except ValueError:
@@ -190,7 +209,7 @@ class Provider:
         if not isinstance(kid, str) or not kid:
             raise IdTokenError("the ID token does not name its signing key (kid)")
         with self._lock:
-            if not self._keys_fetched:
+            if self._keys_stale():
                 self._refresh_keys()
             key = self._keys.get(kid)
             if key is None and self._may_refetch():
@@ -203,6 +222,10 @@ class Provider:
             raise IdTokenError("the ID token is signed with a key the provider does not publish")
         return key
 
+    def _keys_stale(self) -> bool:
+        fetched_at = self._keys_fetched_at
+        return fetched_at is None or self._clock() - fetched_at > KEYS_LIFETIME_SECONDS
+
     def _may_refetch(self) -> bool:
         last = self._last_unknown_kid_refetch
         return last is None or self._clock() - last >= JWKS_MIN_REFETCH_SECONDS
@@ -210,14 +233,15 @@ class Provider:
     def _refresh_keys(self) -> None:
         url = self.metadata().jwks_uri
         document = self._get_json(url, "signing keys (JWKS)")
-        self._keys_fetched = True
         try:
             key_set = jwt.PyJWKSet.from_dict(document)
         except jwt.PyJWTError as exc:
             raise ProviderError(f"The provider's signing keys are unusable: {exc}",
                                 url=url) from None
+        # Replaced, not merged: a key the provider no longer publishes is no longer trusted.
         self._keys = {k.key_id: k for k in key_set.keys
                       if k.key_id and k.public_key_use in ("sig", None)}
+        self._keys_fetched_at = self._clock()
 
     # -- ID token validation -----------------------------------------------------------------
 
@@ -286,6 +310,19 @@ def unreachable(url: str, exc: Exception) -> ProviderError:
         cause, hint = "the connection failed", "Check that AUTHORITY is right and reachable."
     return ProviderError(f"Could not reach the identity provider at {_origin(url)}: {cause}.",
                          url=url, unreachable=True, hint=hint)
+
+
+def _oauth_error(response: requests.Response) -> tuple[str, str]:
+    """The `error` and `error_description` of an OAuth-style error body, or empty strings."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    error, description = body.get("error"), body.get("error_description")
+    return (error if isinstance(error, str) else "",
+            description if isinstance(description, str) else "")
 
 
 def _origin(url: str) -> str:

@@ -81,7 +81,7 @@ def call_graph() -> ResponseReturnValue:
               if profile.get(key) not in (None, "", [])]
     return render_template(
         "graph.html", user=auth.current_user(), profile=profile, fields=fields, photo=photo,
-        initials=_initials(profile.get("displayName") or ""), endpoint=graph.endpoint,
+        initials=_initials(profile.get("displayName")), endpoint=graph.endpoint,
         raw_json=json.dumps(profile, indent=2, ensure_ascii=False))
 
 
@@ -95,10 +95,16 @@ def claims() -> ResponseReturnValue:
 
 
 def _claim_value(name: str, value: Any) -> str:
-    if name in TIMESTAMP_CLAIMS and isinstance(value, int | float):
+    """The claim as sent; a time claim also as a date, when it is a date this app can show."""
+    shown = _display(value)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name not in TIMESTAMP_CLAIMS or not is_number:
+        return shown
+    try:
         when = datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        return f"{value} ({when})"
-    return _display(value)
+    except (OverflowError, OSError, ValueError):
+        return shown  # beyond the dates this platform can represent, or NaN
+    return f"{shown} ({when})"
 
 
 def _display(value: Any) -> str:
@@ -109,5 +115,8 @@ def _display(value: Any) -> str:
     return str(value)
 
 
-def _initials(name: str) -> str:
+def _initials(name: Any) -> str:
+    """Up to two initials of a display name; "?" when Graph sent none (or not a string)."""
+    if not isinstance(name, str):
+        return "?"
     return "".join(part[0] for part in name.split()[:2]).upper() or "?"
