@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 SIGN_IN_TTL_SECONDS = 600  # how long a started sign-in may take
+SIGN_IN_LOCK_SECONDS = 5  # taking a pending sign-in is a read and a delete
 BINDING_COOKIE = "signin_binding"
 SIGN_IN_KEY_PREFIX = "signin:"
 
@@ -276,8 +277,15 @@ def take_pending_sign_in(params: dict[str, str]) -> dict[str, Any]:
         raise AppError(400, "No sign-in in progress", "The identity provider's response carries "
                        "no valid state, so it cannot be matched to a sign-in started here.",
                        offer_sign_in=True)
-    records = identity().records
     key = SIGN_IN_KEY_PREFIX + state
+    # Under a lock, so that of two simultaneous deliveries of one response only one redeems it
+    # (the provider would revoke the tokens of a code redeemed twice).
+    with current_app.session_interface.lock(key, SIGN_IN_LOCK_SECONDS):
+        return consume_pending_sign_in(key)
+
+
+def consume_pending_sign_in(key: str) -> dict[str, Any]:
+    records = identity().records
     record = records.get(key)
     if record is None:
         raise AppError(400, "No sign-in in progress", "No sign-in started here is waiting for "

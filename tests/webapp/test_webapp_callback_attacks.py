@@ -194,3 +194,32 @@ def test_injected_code_from_another_sign_in_fails_pkce(query_app, query_browser,
     assert response.status_code == 400
     assert "AADSTS501481" in body or "invalid_grant" in body
     assert stored_sessions(query_app) == {}
+
+
+def test_two_simultaneous_deliveries_of_one_response_redeem_it_once(query_app, query_browser):
+    """Checklist A4 under concurrency: the pending sign-in is taken atomically, so the code is
+    redeemed once (a second redemption would make the provider revoke the first's tokens)."""
+    import threading
+
+    browser = query_browser
+    start = browser.start()
+    result = browser.authorize(start.headers["Location"])
+    binding = browser.client.get_cookie("signin_binding").value
+    calls = CallRecorder(query_app)
+    clients = [query_app.test_client() for _ in range(4)]
+    for client in clients:
+        client.set_cookie("signin_binding", binding)
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def deliver(client) -> None:
+        barrier.wait()
+        statuses.append(client.get(callback_url(result)).status_code)
+
+    threads = [threading.Thread(target=deliver, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses).count(303) == 1, statuses
+    assert calls.count("POST", "/oauth2/v2.0/token") == 1
