@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import random
-import secrets
 from typing import Any
 
 from entra_emulator.directory import Application, User
@@ -20,6 +19,7 @@ from entra_emulator.state import (
     ID_TOKEN_LIFETIME_SECONDS,
     REFRESH_TOKEN_LIFETIME_SECONDS,
     EmulatorState,
+    random_token,
 )
 
 # appidacr / azpacr: how the client authenticated (0 public, 1 secret, 2 certificate).
@@ -46,7 +46,7 @@ def code_lifetime(app: Application) -> int:
 
 
 def _opaque(size: int = 16) -> str:
-    return b64url(secrets.token_bytes(size))
+    return random_token(size)
 
 
 def unique_token_id() -> str:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,7 +123,7 @@ class Directory:
     def user_by_id(self, oid: Any) -> User | None:
         if not isinstance(oid, str):
             return None
-        return next((user for user in self.users if user.id == oid.lower()), None)
+        return self._users_by_id.get(oid.lower())
 
     def user_by_username(self, username: str) -> User | None:
         """Users sign in with their UPN (or their mail), compared case-insensitively."""
@@ -143,8 +144,17 @@ class Directory:
     def application(self, app_id: str | None) -> Application | None:
         if not app_id:
             return None
-        wanted = app_id.strip().lower()
-        return next((app for app in self.applications if app.app_id == wanted), None)
+        return self._applications_by_id.get(app_id.strip().lower())
+
+    # Indexes built on first use: token, Graph and sign-in requests each look up an
+    # application and a user, which would otherwise be a scan of the whole directory.
+    @cached_property
+    def _users_by_id(self) -> dict[str, User]:
+        return {user.id: user for user in self.users}
+
+    @cached_property
+    def _applications_by_id(self) -> dict[str, Application]:
+        return {app.app_id: app for app in self.applications}
 
     def resolve_tenant(self, segment: str) -> str | None:
         """The tenant id a URL's tenant segment names: GUID, domain, common, organizations."""

@@ -7,15 +7,19 @@ Flask app on it, as a baseline for the same server).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import ssl
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import (
     BaseWSGIServer,
     WSGIRequestHandler,
+    connection_dropped_errors,
     get_sockaddr,
     make_server,
     select_address_family,
@@ -65,14 +69,14 @@ class EmulatorRequestHandler(WSGIRequestHandler):
     werkzeug closes every connection because http.server cannot tell where a request body
     ends; here the body is bounded by Content-Length (chunked requests still close), so
     clients reuse their TLS connections, as they do with Entra. Without that, every token
-    request would pay a TLS handshake.
+    request would pay a TLS handshake. For the same reason `run_wsgi` is our own (see there).
     """
 
-    # A buffered wfile: werkzeug writes the status line and headers, then the body, then
-    # flushes, so a response leaves in one TLS record and one send instead of two (each send
-    # is a system call and a wake-up of the client). Bigger responses are written as they come.
+    # A buffered wfile: the status line and headers wait for the body, so a response leaves
+    # in one TLS record and one send instead of two (each send is a system call and a wake-up
+    # of the client). _Response flushes after each piece of body, so streaming still streams.
     wbufsize = RESPONSE_BUFFER_BYTES
-    disable_nagle_algorithm = True   # the flush goes out at once
+    disable_nagle_algorithm = True   # a flush goes out at once
     timeout = KEEP_ALIVE_IDLE_SECONDS
 
     def setup(self) -> None:
@@ -116,9 +120,6 @@ class EmulatorRequestHandler(WSGIRequestHandler):
         self.rfile.remaining = None  # type: ignore[attr-defined]
 
     def make_environ(self) -> dict[str, Any]:
-        # werkzeug has just written "100 Continue" if the client asked for it; the client
-        # waits for it before sending the body, so it cannot wait in the buffer.
-        self.wfile.flush()
         environ = super().make_environ()
         chunked = bool(environ.get("wsgi.input_terminated"))
         try:
@@ -130,17 +131,114 @@ class EmulatorRequestHandler(WSGIRequestHandler):
             self.rfile.remaining = max(length, 0)  # type: ignore[attr-defined]
         return environ
 
-    def send_header(self, keyword: str, value: str) -> None:
-        if (keyword.lower() == "connection" and value.lower() == "close"
-                and self._keep_alive and not self.close_connection):
-            return
-        super().send_header(keyword, value)
+    def run_wsgi(self) -> None:
+        """Run the app for this request and send its answer.
+
+        werkzeug's own run_wsgi is written for a connection it closes after each response: it
+        sends `Connection: close`, then reads whatever the client sends for up to 10 ms to
+        drain the socket. On a kept-alive connection that is the next request (_RequestInput
+        keeps it from being read), and the drain still costs a selector and four system calls
+        per request, each handing the GIL to another request's thread. Here the connection
+        stays open unless the request or an error says otherwise, and handle_one_request skips
+        a body the app left unread.
+        """
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.wfile.flush()   # the client waits for it before sending the body
+        self.environ = environ = self.make_environ()
+        if not self._keep_alive:
+            self.close_connection = True
+        response = _Response(self, environ)
+        try:
+            response.run(self.server.app)
+        except connection_dropped_errors as error:
+            self.close_connection = True
+            self.connection_dropped(error, environ)
+        except Exception:
+            if self.server.passthrough_errors:
+                raise
+            self.close_connection = True
+            self.server.log("error", "Error on request:\n%s", traceback.format_exc())
+            if not response.started:   # else the client gets a cut answer and a closed line
+                with contextlib.suppress(OSError):   # the connection is closing anyway
+                    _Response(self, environ).run(InternalServerError())
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # Method, path and status only: query strings can carry id_token_hint, codes and
         # state, which must never reach a log.
         path = self.path.split("?", 1)[0]
         self.log("info", '"%s %s" %s', self.command, path, code)
+
+
+class _Response:
+    """One WSGI response on a kept-alive connection: the status line and headers before the
+    first piece of body, `Content-Length` from the app or else chunked encoding, and
+    `Connection: close` only when the connection is to close."""
+
+    def __init__(self, handler: EmulatorRequestHandler, environ: dict[str, Any]) -> None:
+        self.handler = handler
+        self.environ = environ
+        self.status = ""
+        self.headers: list[tuple[str, str]] = []
+        self.started = False
+        self.chunked = False
+
+    def run(self, app: Callable[..., Iterable[bytes]]) -> None:
+        body = app(self.environ, self.start_response)
+        try:
+            for data in body:
+                self.write(data)
+            if not self.started:
+                self.write(b"")
+            if self.chunked:
+                self.handler.wfile.write(b"0\r\n\r\n")
+                self.handler.wfile.flush()
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.started:   # PEP 3333: too late to change the answer
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status:
+            raise AssertionError("start_response was called twice")
+        self.status, self.headers = status, headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if not self.started:
+            self._send_head()
+        wfile = self.handler.wfile
+        if data:
+            if self.chunked:
+                wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                wfile.write(data)
+        wfile.flush()
+
+    def _send_head(self) -> None:
+        self.started = True
+        handler = self.handler
+        code, _, reason = self.status.partition(" ")
+        status = int(code)
+        handler.send_response(status, reason)
+        names = set()
+        for name, value in self.headers:
+            handler.send_header(name, value)
+            names.add(name.lower())
+        # RFC 9112 §6.3: without a length the body ends at a chunk of size 0 (or the close).
+        if not ("content-length" in names or self.environ["REQUEST_METHOD"] == "HEAD"
+                or 100 <= status < 200 or status in (204, 304)):
+            self.chunked = True
+            handler.send_header("Transfer-Encoding", "chunked")
+        if handler.close_connection:
+            handler.send_header("Connection", "close")
+        handler.end_headers()
 
 
 def listen(host: str, port: int, app: Callable[..., Iterable[bytes]],

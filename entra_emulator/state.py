@@ -10,6 +10,7 @@ import hashlib
 import heapq
 import json
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from entra_emulator.directory import Directory, User
-from entra_emulator.keys import KeyStore, write_private_file
+from entra_emulator.keys import KeyStore, b64url, write_private_file
 
 CODE_LIFETIME_SECONDS = 600            # Entra: "about 10 minutes"
 # Entra's refresh tokens live 90 days (sliding 24 h for SPAs); we use the 90 days.
@@ -47,9 +48,19 @@ class Clock:
         self.offset = 0.0
 
 
+def random_token(size: int) -> str:
+    """`size` random bytes, base64url: opaque credentials and the unique values in tokens.
+
+    From OpenSSL's generator (seeded by the operating system, as os.urandom is) rather than
+    the secrets module: a token response draws six such values, and each os.urandom call is a
+    system call that hands the GIL over to another request's thread.
+    """
+    return b64url(ssl.RAND_bytes(size))
+
+
 def opaque_token(prefix: str = "1.A") -> str:
     """An opaque credential shaped like Entra's ("0.AXkA…" / "1.AXkA…")."""
-    return prefix + secrets.token_urlsafe(64)
+    return prefix + random_token(64)
 
 
 def _digest(token: str) -> str:
