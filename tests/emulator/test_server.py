@@ -97,3 +97,39 @@ def test_plain_http_on_the_tls_port_is_dropped_quietly(emulator):
     with socket.create_connection((host, int(port)), timeout=5) as plain:
         plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert plain.recv(100) == b""
+
+
+def read_until_closed(emu: EmulatorServer, payload: bytes) -> bytes:
+    """Send raw bytes over one TLS connection and read until the server closes it."""
+    context = ssl.create_default_context(cafile=emu.ca_cert)
+    host, port = emu.https_base.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(payload)
+        received = b""
+        while chunk := tls.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("request_line", [
+    "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n",
+])
+def test_a_client_that_asks_to_close_gets_one_answer_then_the_close(emulator, request_line):
+    path = f"/{emulator.tenant_id}/v2.0/.well-known/openid-configuration"
+    # A second request after the close is never answered: the server closed the connection.
+    payload = (request_line.format(path=path) * 2).encode()
+    answer = read_until_closed(emulator, payload)
+    assert answer.count(b" 200 OK") == 1
+    assert b"Connection: close" in answer
+
+
+def test_head_answers_without_a_body_and_keeps_the_connection(emulator):
+    path = f"/{emulator.tenant_id}/v2.0/.well-known/openid-configuration"
+    payload = (f"HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+               f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").encode()
+    answers = raw_exchange(emulator, payload, responses=2)
+    assert answers.count(b"HTTP/1.1 200 OK") == 2
+    head, _, rest = answers.partition(b"\r\n\r\n")
+    assert rest.startswith(b"HTTP/1.1 200 OK")  # no body between the two answers
