@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     Browser,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
     default_directory_document,
-    make_app_fixture,
     stored_sessions,
     webapp_config,
 )

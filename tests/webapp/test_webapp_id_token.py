@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     MEGAN,
     Browser,
     CallRecorder,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
-    make_app_fixture,
     registered_app,
     stored_sessions,
 )

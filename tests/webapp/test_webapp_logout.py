@@ -8,14 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     ADELE,
     Browser,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
-    make_app_fixture,
     session_of,
     stored_sessions,
 )

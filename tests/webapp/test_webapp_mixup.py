@@ -11,14 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from entra_emulator.server import EmulatorServer
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     Browser,
     CallRecorder,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
-    make_app_fixture,
     registered_app,
     stored_sessions,
 )

@@ -4,13 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
-    make_app_fixture,
-)
 from webapp.auth import safe_next_path
 
 ATTACKS = [

@@ -12,12 +12,8 @@ from pathlib import Path
 import pytest
 
 from entra_emulator.server import env_settings, write_env_file
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     Browser,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    make_app_fixture,
     state_of,
 )
 from webapp import create_app

@@ -6,30 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     Browser,
     CallRecorder,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
-    default_directory_document,
-    make_app_fixture,
     registered_app,
     session_of,
     stored_sessions,
 )
-
-# MSAL renews an access token with under 5 minutes left, so 60 s tokens are refreshed on every
-# use: each /graph makes a refresh, without sleeping in the test.
-SHORT_ACCESS_TOKEN = {"accessToken": 60, "refreshToken": 3600}
-
-
-@pytest.fixture
-def short_lived(start_emulator):
-    directory = default_directory_document()
-    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
-    return start_emulator(directory=directory)
 
 
 @pytest.fixture

@@ -22,15 +22,10 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     ADELE,
     Browser,
     CallRecorder,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
-    make_app_fixture,
     registered_app,
     session_of,
 )

@@ -9,18 +9,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
     ADELE,
     BINDING_COOKIE,
     MEGAN,
     SESSION_COOKIE,
     Browser,
     CallRecorder,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
-    make_app_fixture,
     session_of,
     state_of,
     stored_sessions,

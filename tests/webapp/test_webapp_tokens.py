@@ -7,32 +7,17 @@ import time
 
 import pytest
 
-from tests.webapp.webapp_support import (  # noqa: F401 (the *_fixture names: pytest finds them here)
+from tests.webapp.webapp_support import (
+    SHORT_ACCESS_TOKEN,
     Browser,
     CallRecorder,
-    app_fixture,
-    browser_fixture,
-    browser_sign_in_fn_fixture,
-    closed_port_fixture,
     default_directory_document,
-    make_app_fixture,
     registered_app,
     revoke_refresh_token,
     session_of,
     stored_sessions,
     token_cache_of,
 )
-
-# MSAL treats an access token with under 5 minutes left as expired, so 60 s tokens are renewed
-# on every use: each page that needs one shows a refresh, without sleeping in the test.
-SHORT_ACCESS_TOKEN = {"accessToken": 60, "refreshToken": 3600}
-
-
-@pytest.fixture
-def short_lived(start_emulator):
-    directory = default_directory_document()
-    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
-    return start_emulator(directory=directory)
 
 
 @pytest.fixture

@@ -1,8 +1,7 @@
 """Helpers and fixtures for the web app's tests: the app configured against the real emulator (over
 TLS), and a `Browser` that drives both the way a user's browser does.
 
-Test modules import the fixtures they use from here: this folder has no conftest.py, because a
-second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`.
+The fixtures are in conftest.py beside this file.
 
 The app runs in Flask's test client; the emulator's sign-in pages are driven over real HTTP by the
 shared `browser_sign_in` helper; the final request the browser would make back to the app (a GET
@@ -13,17 +12,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 import requests
-
-from webapp import create_app
 
 APP_DISPLAY_NAME = "python-webapp"
 PASSWORD = "Passw0rd!"
@@ -191,36 +186,6 @@ def revoke_refresh_token(app, browser: Browser, emu) -> None:
     assert response.status_code == 200, response.text
 
 
-# -- fixtures ------------------------------------------------------------------------------
-
-@pytest.fixture(name="make_app")
-def make_app_fixture(emulator, tmp_path) -> Callable[..., Any]:
-    def make(emu=None, **overrides: Any):
-        return create_app(webapp_config(emu or emulator, tmp_path, **overrides))
-    return make
-
-
-@pytest.fixture(name="app")
-def app_fixture(make_app):
-    return make_app()
-
-
-@pytest.fixture(name="browser")
-def browser_fixture(app, emulator, browser_sign_in_fn):
-    return Browser(app, emulator, browser_sign_in_fn)
-
-
-@pytest.fixture(name="browser_sign_in_fn")
-def browser_sign_in_fn_fixture(browser_sign_in) -> Callable[..., Any]:
-    """The shared scripted browser for the emulator's pages (tests/conftest.py)."""
-    return browser_sign_in
-
-
-@pytest.fixture(name="closed_port")
-def closed_port_fixture() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
-
-
+# MSAL renews an access token with under 5 minutes left, so 60 s tokens are refreshed on every
+# use: each page that needs one makes a refresh, without sleeping in the test.
+SHORT_ACCESS_TOKEN = {"accessToken": 60, "refreshToken": 3600}

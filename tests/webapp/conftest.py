@@ -1,0 +1,58 @@
+"""Fixtures for the web app's tests (helpers in webapp_support.py)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.webapp.webapp_support import (
+    SHORT_ACCESS_TOKEN,
+    Browser,
+    default_directory_document,
+    webapp_config,
+)
+from webapp import create_app
+
+
+@pytest.fixture(name="make_app")
+def make_app_fixture(emulator, tmp_path) -> Callable[..., Any]:
+    def make(emu=None, **overrides: Any):
+        return create_app(webapp_config(emu or emulator, tmp_path, **overrides))
+    return make
+
+
+@pytest.fixture(name="app")
+def app_fixture(make_app):
+    return make_app()
+
+
+@pytest.fixture(name="browser")
+def browser_fixture(app, emulator, browser_sign_in_fn):
+    return Browser(app, emulator, browser_sign_in_fn)
+
+
+@pytest.fixture(name="browser_sign_in_fn")
+def browser_sign_in_fn_fixture(browser_sign_in) -> Callable[..., Any]:
+    """The shared scripted browser for the emulator's pages (tests/conftest.py)."""
+    return browser_sign_in
+
+
+@pytest.fixture(name="closed_port")
+def closed_port_fixture() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+
+
+@pytest.fixture
+def short_lived(start_emulator):
+    """An emulator whose access tokens last 60 s."""
+    directory = default_directory_document()
+    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
+    return start_emulator(directory=directory)
