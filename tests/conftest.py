@@ -329,3 +329,9 @@ def assert_entra_error(response: requests.Response, status: int, error: str,
     assert f"Trace ID: {body['trace_id']}" in body["error_description"]
     assert {"timestamp", "trace_id", "correlation_id"} <= set(body)
     return body
+
+
+def get_me(emu: EmulatorServer, token: str) -> requests.Response:
+    """GET the emulator's Graph /v1.0/me with a bearer token."""
+    return requests.get(emu.graph_me_url, headers={"Authorization": f"Bearer {token}"},
+                        verify=emu.ca_bundle, timeout=10)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import redeem_code, sign_in_for_code
+from tests.conftest import get_me
 
 JSON = {"Content-Type": "application/json"}
 ENDPOINTS = [("GET", "faults"), ("POST", "faults"), ("DELETE", "faults"), ("GET", "defects"),
@@ -21,18 +21,6 @@ ENDPOINTS = [("GET", "faults"), ("POST", "faults"), ("DELETE", "faults"), ("GET"
 def admin(emu: Any, method: str, path: str, **kwargs: Any) -> requests.Response:
     return requests.request(method, f"{emu.https_base}/_emulator/{path}", verify=emu.ca_bundle,
                             timeout=10, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def access_token(emulator: Any, default_app: Any) -> str:
-    response = redeem_code(emulator, default_app, sign_in_for_code(emulator, default_app))
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def get_me(emu: Any, token: str) -> requests.Response:
-    return requests.get(emu.graph_me_url, headers={"Authorization": f"Bearer {token}"},
-                        verify=emu.ca_bundle, timeout=10)
 
 
 def accepted_body(method: str, path: str, default_app: Any) -> bytes:

@@ -21,6 +21,7 @@ from tests.conftest import (
     assert_entra_error,
     browser_sign_in,
     decode_jwt,
+    get_me,
     redeem_code,
     sign_in_for_code,
     token_url,
@@ -35,18 +36,6 @@ def msal_app(emu: Any, default_app: Any) -> msal.ConfidentialClientApplication:
         default_app.client_id, client_credential=default_app.client_secret,
         authority=emu.authority, instance_discovery=False, verify=emu.ca_bundle,
         token_cache=msal.TokenCache())
-
-
-@pytest.fixture(scope="module")
-def access_token(emulator: Any, default_app: Any) -> str:
-    response = redeem_code(emulator, default_app, sign_in_for_code(emulator, default_app))
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def get_me(emu: Any, token: str) -> requests.Response:
-    return requests.get(emu.graph_me_url, headers={"Authorization": f"Bearer {token}"},
-                        verify=emu.ca_bundle)
 
 
 def client_credentials(emu: Any, default_app: Any) -> requests.Response:

@@ -24,7 +24,8 @@ import redis
 import requests
 from werkzeug.test import Client
 
-APP_DISPLAY_NAME = "python-webapp"
+from tests.webapp.webapp_support import app_settings
+
 PASSWORD = "Passw0rd!"
 ADELE = "AdeleV@contoso.onmicrosoft.com"
 MEGAN = "MeganB@contoso.onmicrosoft.com"
@@ -127,25 +128,10 @@ class RedisServer:
 
 # -- app instances -----------------------------------------------------------------------------
 
-def registered_app(emu):
-    return next(a for a in emu.directory.applications if a.display_name == APP_DISPLAY_NAME)
-
-
 def app_config(emu, **overrides: Any) -> dict[str, Any]:
     """Settings for one instance; instances built from the same settings share sessions.
     Not TESTING: errors must be handled as in production, not raised into the test."""
-    app = registered_app(emu)
-    config = {
-        "CLIENT_ID": app.app_id,
-        "CLIENT_SECRET": app.password_credentials[0].secret_text,
-        "AUTHORITY": emu.authority,
-        "ENDPOINT": emu.graph_me_url,
-        "CA_BUNDLE": str(emu.ca_bundle),
-        "SECRET_KEY": SECRET_KEY,
-        "REDIRECT_URI": "http://localhost:5000/getAToken",
-    }
-    config.update(overrides)
-    return {k: v for k, v in config.items() if v is not None}
+    return app_settings(emu, **{"SECRET_KEY": SECRET_KEY, **overrides})
 
 
 class Balancer:

@@ -45,7 +45,8 @@ def registered_app(emu):
     return next(a for a in emu.directory.applications if a.display_name == APP_DISPLAY_NAME)
 
 
-def webapp_config(emu, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+def app_settings(emu, **overrides: Any) -> dict[str, Any]:
+    """The web app's settings for the emulator's registered app; a None override removes a key."""
     app = registered_app(emu)
     config = {
         "CLIENT_ID": app.app_id,
@@ -53,13 +54,16 @@ def webapp_config(emu, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "AUTHORITY": emu.authority,
         "ENDPOINT": emu.graph_me_url,
         "CA_BUNDLE": str(emu.ca_bundle),
-        "SECRET_KEY": "webapp-tests-secret-key-0123456789",
-        "SESSION_FILE_DIR": str(tmp_path / "sessions"),
         "REDIRECT_URI": "http://localhost:5000/getAToken",
-        "TESTING": True,
+        **overrides,
     }
-    config.update(overrides)
     return {k: v for k, v in config.items() if v is not None}
+
+
+def webapp_config(emu, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    return app_settings(emu, **{"SECRET_KEY": "webapp-tests-secret-key-0123456789",
+                                "SESSION_FILE_DIR": str(tmp_path / "sessions"),
+                                "TESTING": True, **overrides})
 
 
 class Browser:
