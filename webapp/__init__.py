@@ -3,9 +3,10 @@ Microsoft Graph with their access token."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,7 +14,6 @@ from urllib.parse import urlsplit
 from cachelib.base import BaseCache
 from flask import (
     Flask,
-    Response,
     current_app,
     jsonify,
     redirect,
@@ -24,12 +24,11 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, views
+from . import auth, backchannel, views
 from .auth import Identity
 from .config import (
     DEFAULTS,
     Settings,
-    configure_session_store,
     describe_problems,
     load_settings,
     read_environment,
@@ -38,6 +37,7 @@ from .errors import AppError, register_error_handlers
 from .graph import GraphClient
 from .oidc import Provider, ProviderError, ProviderMetadata
 from .outbound import OutboundSession
+from .sessions import configure_session_store
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_url_rule("/healthz", "healthz", healthz)
     app.register_blueprint(views.bp)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(backchannel.bp)
     app.add_url_rule(callback_path(settings), "auth.authorization_response",
                      auth.authorization_response, methods=["GET", "POST"])
-    app.after_request(security_headers)
     app.context_processor(template_globals)
     app.extensions["webapp_links"] = PageLinks.of(app)
 
@@ -84,7 +84,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.before_request(show_configuration_problems)
         app.extensions["webapp"] = None
         app.extensions["webapp_settings"] = settings
-        app.extensions["webapp_headers"] = SecurityHeaders(None)
+        app.wsgi_app = SecurityHeaders(app.wsgi_app, None,  # type: ignore[method-assign]
+                                       app.static_url_path or "")
         return app
     if settings.secret_key_generated:
         log.warning("SECRET_KEY is not set: using a random key, so sessions end when this "
@@ -100,7 +101,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         graph=GraphClient(http, settings.graph_endpoint, max_wait=settings.graph_retry_max_wait),
         records=records)
     app.extensions["webapp_settings"] = settings
-    app.extensions["webapp_headers"] = SecurityHeaders(provider)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, provider,  # type: ignore[method-assign]
+                                   app.static_url_path or "")
     app.before_request(redirect_loopback_ip)
     if settings.trusted_proxy_hops:
         hops = settings.trusted_proxy_hops
@@ -150,37 +152,43 @@ def redirect_loopback_ip() -> ResponseReturnValue | None:
     return redirect(settings.redirect_origin + path, 302)
 
 
-def security_headers(response: Response) -> Response:
-    headers: SecurityHeaders = current_app.extensions["webapp_headers"]
-    response.headers.update(headers.for_response(is_signed_in=lambda: bool(session.get(auth.USER))))
-    if request.is_secure:
-        response.headers["Strict-Transport-Security"] = "max-age=31536000"
-    if request.endpoint != "static":
-        # Pages show personal data, and the callback's answer must not be replayed from a cache.
-        response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 class SecurityHeaders:
-    """The security headers of every response, built once rather than per response. The CSP's
-    form-action lists the provider's origins besides 'self' (Chrome applies form-action to the
-    redirect that follows the sign-out form, which goes to the provider's end_session_endpoint),
-    so it is rebuilt when the provider's metadata becomes known, or is re-read."""
+    """WSGI middleware that adds the security headers to every response, built once rather than
+    per response (through Flask's response object they cost a signed-in page a tenth of its
+    time). The CSP's form-action lists the provider's origins besides 'self' (Chrome applies
+    form-action to the redirect that follows the sign-out form, which goes to the provider's
+    end_session_endpoint), so it is rebuilt when the provider's metadata becomes known, or is
+    re-read; a page with the sign-out form asks for it first (template_globals). Every page but a
+    static file is no-store: pages show personal data, and the callback's answer must not be
+    replayed from a cache. Responses must not set these headers themselves."""
 
-    def __init__(self, provider: Provider | None) -> None:
+    def __init__(self, wsgi_app: Callable[..., Any], provider: Provider | None,
+                 static_path: str) -> None:
+        self.wsgi_app = wsgi_app
         self._provider = provider
+        self._static_prefix = static_path + "/"
         # One attribute, replaced whole: threads of a worker read it without a lock.
-        self._built: tuple[ProviderMetadata | None, Mapping[str, str]] = (
+        self._built: tuple[ProviderMetadata | None, list[tuple[str, str]]] = (
             None, self._headers(None))
 
-    def for_response(self, is_signed_in: Callable[[], bool]) -> Mapping[str, str]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        is_static = environ.get("PATH_INFO", "").startswith(self._static_prefix)
+        is_https = environ.get("wsgi.url_scheme") == "https"
+
+        def start_with_headers(status: str, headers: list[tuple[str, str]],
+                               exc_info: Any = None) -> Any:
+            added = self.headers()
+            if not is_static:
+                headers = [h for h in headers if h[0].lower() != "cache-control"]
+                added = [*added, ("Cache-Control", "no-store")]
+            if is_https:
+                added = [*added, ("Strict-Transport-Security", "max-age=31536000")]
+            return start_response(status, headers + added, exc_info)
+
+        return self.wsgi_app(environ, start_with_headers)
+
+    def headers(self) -> list[tuple[str, str]]:
         metadata = self._provider.cached_metadata() if self._provider else None
-        if metadata is None and self._provider and is_signed_in():
-            # A signed-in page shows the sign-out form: its CSP needs the provider's origins.
-            try:
-                metadata = self._provider.metadata()
-            except ProviderError:
-                metadata = None
         built_for, headers = self._built
         if metadata is not built_for:
             headers = self._headers(metadata)
@@ -188,17 +196,17 @@ class SecurityHeaders:
         return headers
 
     @staticmethod
-    def _headers(metadata: ProviderMetadata | None) -> Mapping[str, str]:
+    def _headers(metadata: ProviderMetadata | None) -> list[tuple[str, str]]:
         form_targets = " ".join(["'self'", *(metadata.browser_origins if metadata else ())])
-        return {
-            "Content-Security-Policy": (
-                "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                f"form-action {form_targets}; frame-ancestors 'none'; base-uri 'none'"),
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff",
-            "Cross-Origin-Opener-Policy": "same-origin",
-        }
+        return [
+            ("Content-Security-Policy",
+             "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+             f"form-action {form_targets}; frame-ancestors 'none'; base-uri 'none'"),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+        ]
 
 
 @dataclass(frozen=True)
@@ -231,9 +239,21 @@ class PageLinks:
 
 def template_globals() -> dict:
     user = session.get(auth.USER)
+    if user is not None:
+        provide_sign_out_targets()
     return {"links": current_app.extensions["webapp_links"].under(request.script_root),
             "signed_in": user is not None,
             "csrf_token": session.get(auth.CSRF_TOKEN, "") if user is not None else ""}
+
+
+def provide_sign_out_targets() -> None:
+    """A page with the sign-out form needs the provider's origins in its CSP (SecurityHeaders):
+    read the provider's metadata if this process has not yet."""
+    services: Services | None = current_app.extensions["webapp"]
+    if services is None or services.provider.cached_metadata() is not None:
+        return
+    with contextlib.suppress(ProviderError):  # the sign-out itself shows the provider error
+        services.provider.metadata()
 
 
 class RedactOAuthParameters(logging.Filter):

@@ -43,7 +43,7 @@ from flask.typing import ResponseReturnValue
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from msal.exceptions import MsalServiceError
 
-from . import sessions
+from . import backchannel, sessions
 from .config import Settings
 from .errors import AppError, from_oauth_error
 from .oidc import ENTRA_TENANT_TEMPLATE, IdTokenError, Provider, ProviderError, unreachable
@@ -376,12 +376,16 @@ def start_session(claims: dict[str, Any], serialized_cache: str, account_id: str
     session[ACCOUNT_ID] = account_id
     session[CSRF_TOKEN] = secrets.token_urlsafe(32)
     session[SIGNED_IN_AT] = int(time.time())
+    backchannel.remember_session(claims, session.sid)  # so a logout token can end it
 
 
 def destroy_stored_session(session_id: str) -> None:
-    # Flask-Session 0.8 has no public call to delete another session by id.
+    """End another request's session (an older one of this browser, or a back-channel logout).
+    Under the session's lock, so that a token renewal in progress cannot write it back after."""
     interface = current_app.session_interface
-    interface._delete_session(interface._get_store_id(session_id))
+    with interface.lock(session_id, renewal_seconds()):
+        # Flask-Session 0.8 has no public call to delete another session by id.
+        interface._delete_session(interface._get_store_id(session_id))
 
 
 def user_from_claims(claims: dict[str, Any]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Settings: read once from the environment (and `.env`), checked, turned into the session store.
+"""Settings: read once from the environment (and `.env`) and checked.
 
 Every problem is collected, not raised, so the app can start and show one page that names every
 setting to fix (and log the same at start) instead of a stack trace.
@@ -14,19 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cachelib.base import BaseCache
 from dotenv import dotenv_values, find_dotenv
-from flask import Flask
-
-from .sessions import FileSessions, RedisSessions, stop_if_store_unavailable
 
 log = logging.getLogger(__name__)
 
 # MSAL adds these to every sign-in itself and refuses them in the `scopes` argument.
 RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-REDIS_TIMEOUT_SECONDS = 3
-APP_PATHS = frozenset({"", "/login", "/logout", "/graph", "/claims", "/healthz"})
+APP_PATHS = frozenset({"", "/login", "/logout", "/graph", "/claims", "/healthz",
+                       "/backchannel-logout"})
 
 DEFAULTS = {
     "REDIRECT_URI": "http://localhost:5000/getAToken",
@@ -309,53 +305,3 @@ def _is_loopback_ip(host: str) -> bool:
 
 def describe_problems(problems: tuple[Problem, ...]) -> str:
     return "; ".join(f"{p.key}: {p.message}" for p in problems)
-
-
-def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
-    """Set up Flask-Session on the configured store; return a cachelib cache on the same store for
-    short-lived server-side records (pending sign-ins), so every instance sharing sessions also
-    shares them. The one place to extend for another store."""
-    cookie_name = "__Host-session" if settings.uses_https else "session"
-    app.config.update(
-        SESSION_COOKIE_NAME=cookie_name,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SECURE=settings.uses_https,
-        # Lax, not Strict: the return from the identity provider is a cross-site navigation.
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_PATH="/",
-        SESSION_COOKIE_DOMAIN=None,
-        # A browser-session cookie; the server-side entry expires after SESSION_LIFETIME.
-        SESSION_PERMANENT=False,
-        PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
-        # Write the store only when the session changed, not on every request.
-        SESSION_REFRESH_EACH_REQUEST=False,
-        SESSION_KEY_PREFIX="session:",
-    )
-    # Flask-Session's own interfaces, built as its Session(app) builds them from these settings,
-    # with what webapp/sessions.py adds (expiry with the sign-in, the 503 page, the lock).
-    options = {"key_prefix": app.config["SESSION_KEY_PREFIX"],
-               "permanent": app.config["SESSION_PERMANENT"]}
-    if settings.session_type == "redis":
-        import redis
-        from cachelib.redis import RedisCache
-
-        # A Redis that stops answering must cost a request seconds, not a worker forever (redis-py
-        # waits without limit by default). Options in REDIS_URL's query take precedence.
-        client = redis.Redis.from_url(settings.redis_url,
-                                      socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                                      socket_timeout=REDIS_TIMEOUT_SECONDS)
-        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
-        records: BaseCache = RedisCache(host=client, key_prefix="webapp:")
-        app.session_interface = RedisSessions(app, client=client, **options)
-        app.before_request(stop_if_store_unavailable)
-    else:
-        from cachelib.file import FileSystemCache
-
-        directory = Path(settings.session_file_dir).resolve()
-        # A large threshold: cachelib evicts entries beyond it, which would sign users out.
-        sessions = FileSystemCache(str(directory), threshold=20000, mode=0o600)
-        records = FileSystemCache(str(directory / "sign-ins"), threshold=20000, mode=0o600)
-        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=sessions)
-        app.session_interface = FileSessions(app, client=sessions, lock_dir=directory / "locks",
-                                             **options)
-    return records

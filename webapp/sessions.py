@@ -1,6 +1,10 @@
 """The server-side session store (Flask-Session, on the filesystem or in Redis), with what
 Flask-Session does not do by itself:
 
+- the file store keeps each process's recently read sessions decoded in memory, checked against a
+  generation number that every process bumps when it writes a session (SessionGenerations), so a
+  page of a signed-in user costs no file read;
+
 - a stored session expires when its sign-in does (SESSION_LIFETIME after it), however often it is
   rewritten, so the token cache inside never outlives the session;
 - Redis being unreachable is a clear 503 page, never a stack trace, and the app recovers on its
@@ -14,26 +18,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
+import pickle
 import secrets
+import threading
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
+from cachelib.base import BaseCache
 from flask import Flask, Request, Response, g, render_template, request
 from flask_session.base import ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.redis import RedisSessionInterface
 
+from .config import Settings
 from .errors import STORE_UNAVAILABLE, AppError, session_store_unavailable
 
 log = logging.getLogger(__name__)
 
 SIGNED_IN_AT = "signed_in_at"  # the session key auth.py stamps at sign-in; expiry counts from it
 LOCK_POLL_SECONDS = 0.01
+REDIS_TIMEOUT_SECONDS = 3
 
 
 class SessionBusy(AppError):
@@ -120,6 +131,26 @@ class FileSessions(SignInBoundSessions, CacheLibSessionInterface):
         super().__init__(*args, **kwargs)
         self.lock_dir = lock_dir
         self.lock_dir.mkdir(parents=True, exist_ok=True)
+        self.recent = RecentSessions(lock_dir / "generations")
+
+    def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
+        # The generation is read before the file: a write that lands after it bumps it again.
+        generation = self.recent.generation(store_id)
+        data = self.recent.get(store_id, generation)
+        if data is None:
+            data = super()._retrieve_session_data(store_id)
+            if data is not None:
+                self.recent.put(store_id, generation, data)
+        return data
+
+    def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession,
+                        store_id: str) -> None:
+        super()._upsert_session(session_lifetime, session, store_id)
+        self.recent.changed(store_id)
+
+    def _delete_session(self, store_id: str) -> None:
+        super()._delete_session(store_id)
+        self.recent.changed(store_id)
 
     @contextlib.contextmanager
     def lock(self, session_id: str, seconds: float) -> Iterator[None]:
@@ -146,6 +177,70 @@ class FileSessions(SignInBoundSessions, CacheLibSessionInterface):
             with contextlib.suppress(OSError):
                 if path.read_text().partition(" ")[0] == token:  # not if taken over meanwhile
                     os.remove(path)
+
+
+class RecentSessions:
+    """The sessions this process read lately, kept decoded, for the file store.
+
+    Reading a session file costs a signed-in page more than everything else it does (open, read,
+    unpickle: system calls that also hand the GIL to the worker's other threads). A copy kept in
+    memory is used while the session's generation is unchanged: a number in a small file that every
+    process maps into memory (so reading it is no system call) and replaces, at random, after it
+    writes or deletes the session. Sessions share GENERATION_SLOTS generations by a stable hash of
+    their id, so another session's write costs at worst one extra read. A copy is also dropped after
+    MAX_AGE_SECONDS, so what the file store does by itself (expiry, pruning) shows within that time;
+    a signed-in session's own end is checked on every request (auth.current_user)."""
+
+    GENERATION_SLOTS = 8192
+    CAPACITY = 2000
+    MAX_AGE_SECONDS = 60
+
+    def __init__(self, generations_path: Path) -> None:
+        self._generations = _shared_memory(generations_path, self.GENERATION_SLOTS * 8)
+        # store id -> (generation, monotonic deadline, pickled session); pickled, so a request
+        # that changes a nested value in its session cannot change another request's copy.
+        self._entries: dict[str, tuple[bytes, float, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def generation(self, store_id: str) -> bytes:
+        at = self._slot(store_id)
+        return self._generations[at:at + 8]
+
+    def get(self, store_id: str, generation: bytes) -> dict[str, Any] | None:
+        entry = self._entries.get(store_id)
+        if entry is None or entry[0] != generation or entry[1] < time.monotonic():
+            return None
+        return pickle.loads(entry[2])  # noqa: S301 - pickled by this process, from memory
+
+    def put(self, store_id: str, generation: bytes, data: dict[str, Any]) -> None:
+        entry = (generation, time.monotonic() + self.MAX_AGE_SECONDS,
+                 pickle.dumps(data, pickle.HIGHEST_PROTOCOL))
+        with self._lock:
+            if store_id not in self._entries and len(self._entries) >= self.CAPACITY:
+                del self._entries[next(iter(self._entries))]  # the oldest
+            self._entries[store_id] = entry
+
+    def changed(self, store_id: str) -> None:
+        """After this process wrote or deleted the session: every process's copy is stale."""
+        at = self._slot(store_id)
+        self._generations[at:at + 8] = secrets.token_bytes(8)
+        with self._lock:
+            self._entries.pop(store_id, None)
+
+    def _slot(self, store_id: str) -> int:
+        # crc32, not hash(): the slot must be the same in every process.
+        return zlib.crc32(store_id.encode()) % self.GENERATION_SLOTS * 8
+
+
+def _shared_memory(path: Path, size: int) -> mmap.mmap:
+    """`size` bytes of `path` mapped into memory, shared with every process that maps it."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(descriptor).st_size < size:
+            os.ftruncate(descriptor, size)  # zeros; a no-op when another process was first
+        return mmap.mmap(descriptor, size)
+    finally:
+        os.close(descriptor)
 
 
 def _create(path: Path, content: str) -> bool:
@@ -175,3 +270,53 @@ def stop_if_store_unavailable() -> None:
     error = g.pop("session_store_error", None)
     if error is not None and request.endpoint not in ("static", "healthz"):
         raise error
+
+
+def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
+    """Set up Flask-Session on the configured store; return a cachelib cache on the same store for
+    short-lived server-side records (pending sign-ins), so every instance sharing sessions also
+    shares them. The one place to extend for another store."""
+    cookie_name = "__Host-session" if settings.uses_https else "session"
+    app.config.update(
+        SESSION_COOKIE_NAME=cookie_name,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.uses_https,
+        # Lax, not Strict: the return from the identity provider is a cross-site navigation.
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
+        # A browser-session cookie; the server-side entry expires after SESSION_LIFETIME.
+        SESSION_PERMANENT=False,
+        PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
+        # Write the store only when the session changed, not on every request.
+        SESSION_REFRESH_EACH_REQUEST=False,
+        SESSION_KEY_PREFIX="session:",
+    )
+    # Flask-Session's own interfaces, built as its Session(app) builds them from these settings,
+    # with what webapp/sessions.py adds (expiry with the sign-in, the 503 page, the lock).
+    options = {"key_prefix": app.config["SESSION_KEY_PREFIX"],
+               "permanent": app.config["SESSION_PERMANENT"]}
+    if settings.session_type == "redis":
+        import redis
+        from cachelib.redis import RedisCache
+
+        # A Redis that stops answering must cost a request seconds, not a worker forever (redis-py
+        # waits without limit by default). Options in REDIS_URL's query take precedence.
+        client = redis.Redis.from_url(settings.redis_url,
+                                      socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                                      socket_timeout=REDIS_TIMEOUT_SECONDS)
+        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
+        records: BaseCache = RedisCache(host=client, key_prefix="webapp:")
+        app.session_interface = RedisSessions(app, client=client, **options)
+        app.before_request(stop_if_store_unavailable)
+    else:
+        from cachelib.file import FileSystemCache
+
+        directory = Path(settings.session_file_dir).resolve()
+        # A large threshold: cachelib evicts entries beyond it, which would sign users out.
+        sessions = FileSystemCache(str(directory), threshold=20000, mode=0o600)
+        records = FileSystemCache(str(directory / "sign-ins"), threshold=20000, mode=0o600)
+        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=sessions)
+        app.session_interface = FileSessions(app, client=sessions, lock_dir=directory / "locks",
+                                             **options)
+    return records

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.scale.scale_support import ADELE, Balancer, Browser
-from webapp.sessions import FileSessions
+from webapp.sessions import FileSessions, RecentSessions
 
 
 def test_default_file_store_is_shared_by_instances_of_one_machine(make_instance, tmp_path,
@@ -44,3 +44,52 @@ def test_stored_file_expires_with_the_sign_in(make_instance, tmp_path, emulator,
                     expiries.append(expires)
     assert len(expiries) == 1
     assert signed_in + lifetime - 2 <= expiries[0] <= signed_in + lifetime + 2
+
+
+def test_a_sign_out_on_one_instance_ends_the_session_on_the_other(make_instance, emulator,
+                                                                   browser_sign_in):
+    """Each instance keeps the sessions it read in memory (RecentSessions): a sign-out on
+    another instance must still end the session there at once, for a copied cookie too."""
+    first, second = make_instance(), make_instance()
+    browser = Browser(Balancer(first), emulator, browser_sign_in)
+    assert browser.sign_in().status_code == 303
+    stolen = browser.tab()  # the same session cookie, e.g. copied by an attacker
+    assert ADELE in browser.get("/").get_data(as_text=True)  # now in the first's memory
+
+    browser.balancer.replace(second)
+    page = browser.get("/").get_data(as_text=True)
+    csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+    assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 303
+
+    stolen.balancer.replace(first)
+    page = stolen.get("/")
+    assert page.status_code == 200 and ADELE not in page.get_data(as_text=True)
+    assert stolen.get("/graph").status_code == 302  # to sign-in
+
+
+def test_recent_sessions_are_dropped_when_another_process_writes(tmp_path):
+    """Two RecentSessions on one generations file act as two processes."""
+    mine, theirs = (RecentSessions(tmp_path / "generations") for _ in range(2))
+    generation = mine.generation("session:a")
+    mine.put("session:a", generation, {"user": {"name": "Adele"}})
+    copy = mine.get("session:a", mine.generation("session:a"))
+    assert copy == {"user": {"name": "Adele"}}
+    copy["user"]["name"] = "changed by a request"  # a copy: the cached one is unchanged
+    assert mine.get("session:a", mine.generation("session:a"))["user"]["name"] == "Adele"
+
+    theirs.changed("session:a")
+    assert mine.generation("session:a") != generation
+    assert mine.get("session:a", mine.generation("session:a")) is None
+
+
+def test_recent_sessions_keep_a_bounded_number_for_a_bounded_time(tmp_path, monkeypatch):
+    recent = RecentSessions(tmp_path / "generations")
+    monkeypatch.setattr(RecentSessions, "CAPACITY", 3)
+    for name in "abcd":
+        recent.put(name, recent.generation(name), {"n": name})
+    assert recent.get("a", recent.generation("a")) is None  # the oldest made room
+    assert recent.get("d", recent.generation("d")) == {"n": "d"}
+
+    later = time.monotonic() + RecentSessions.MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert recent.get("d", recent.generation("d")) is None

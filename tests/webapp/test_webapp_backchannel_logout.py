@@ -1,0 +1,449 @@
+"""OpenID Connect Back-Channel Logout 1.0 (security checklist SEC-F4): POST /backchannel-logout.
+
+Users sign in through the real emulator; the logout tokens the provider would send are minted here
+with the emulator's own signing keys (Entra itself sends none), and posted by a client without the
+user's cookies, as the provider does. A valid token ends the sessions it names and only those;
+every invalid one is a 400 in OAuth's error shape that leaves every session as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import io
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from entra_emulator.keys import SigningKey
+from tests.scale.scale_support import RedisServer, stored_session
+from tests.webapp.webapp_support import (
+    ADELE,
+    MEGAN,
+    Browser,
+    session_of,
+    stored_sessions,
+    token_cache_of,
+)
+from webapp import backchannel
+
+ENDPOINT = "/backchannel-logout"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+REMOVE = object()  # a claim value meaning "leave this claim out"
+
+
+# -- minting and sending logout tokens ---------------------------------------------------------
+
+def signed_in_claims(app, browser: Browser) -> dict[str, Any]:
+    """The ID-token claims of the browser's session: the iss, sub and sid a provider would name."""
+    return stored_session(app, browser.cookie().value)["id_token_claims"]
+
+
+def logout_claims(of: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A valid logout token's claims for the session whose ID-token claims are `of` (by sid);
+    `changes` replace claims, REMOVE drops one."""
+    now = int(time.time())
+    claims = {"iss": of["iss"], "aud": of["aud"], "iat": now, "exp": now + 120,
+              "jti": secrets.token_urlsafe(16), "sid": of["sid"], "events": {LOGOUT_EVENT: {}},
+              **changes}
+    return {name: value for name, value in claims.items() if value is not REMOVE}
+
+
+def sign(emulator, claims: dict[str, Any]) -> str:
+    """Signed as the provider signs: its current RS256 key, explicitly typed (§2.4)."""
+    return emulator.keys.sign(claims, headers={"typ": "logout+jwt"})
+
+
+def send(app, token: str | None = None, **post: Any):
+    """POST to the endpoint as the provider does: its own client, no cookie, no CSRF token."""
+    if token is not None:
+        post.setdefault("data", {"logout_token": token})
+    return app.test_client().post(ENDPOINT, **post)
+
+
+def is_signed_in(browser: Browser) -> bool:
+    return 'class="user-name"' in browser.client.get("/").get_data(as_text=True)
+
+
+def assert_ended(response) -> None:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.get_data() == b""
+    assert not response.headers.getlist("Set-Cookie")  # no session made for the provider
+
+
+def assert_refused(response, reason: str, token: str | None = None) -> None:
+    body = response.get_json()
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.mimetype == "application/json"
+    assert body["error"] == "invalid_request"
+    assert reason in body["error_description"], body
+    assert not response.headers.getlist("Set-Cookie")
+    if token and len(token) > 8:
+        text = response.get_data(as_text=True)
+        assert all(part not in text for part in token.split(".") if len(part) > 8)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_json(value: dict[str, Any]) -> str:
+    return b64url(json.dumps(value).encode())
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def make_browser(emulator, browser_sign_in_fn) -> Callable[..., Browser]:
+    def make(app, username: str | None = None, emu=None) -> Browser:
+        browser = Browser(app, emu or emulator, browser_sign_in_fn)
+        response = browser.sign_in(username=username or ADELE)
+        assert response.status_code == 303, response.get_data(as_text=True)
+        assert is_signed_in(browser)
+        return browser
+    return make
+
+
+@pytest.fixture
+def adele(app, make_browser) -> Browser:
+    return make_browser(app)
+
+
+@pytest.fixture
+def megan(app, make_browser) -> Browser:
+    return make_browser(app, MEGAN)
+
+
+# -- valid logout tokens -----------------------------------------------------------------------
+
+def test_a_token_by_sid_ends_that_session_only(app, emulator, make_browser, adele, megan):
+    adele_elsewhere = make_browser(app)  # the same user, another browser: another provider sid
+    of = signed_in_claims(app, adele)
+    assert signed_in_claims(app, adele_elsewhere)["sid"] != of["sid"]
+    before = stored_sessions(app)
+
+    assert_ended(send(app, sign(emulator, logout_claims(of))))
+
+    assert session_of(app, adele) is None
+    assert len(stored_sessions(app)) == len(before) - 1
+    page = adele.client.get("/").get_data(as_text=True)
+    assert "Sign in" in page and "Adele Vance" not in page
+    assert is_signed_in(adele_elsewhere)
+    assert is_signed_in(megan)
+
+
+def test_a_token_by_sub_ends_all_of_that_users_sessions(app, emulator, make_browser, adele,
+                                                        megan):
+    adele_elsewhere = make_browser(app)
+    of = signed_in_claims(app, adele)
+
+    assert_ended(send(app, sign(emulator, logout_claims(of, sid=REMOVE, sub=of["sub"]))))
+
+    assert not is_signed_in(adele)
+    assert not is_signed_in(adele_elsewhere)
+    assert is_signed_in(megan)
+    assert len(stored_sessions(app)) == 1
+
+
+def test_a_token_by_sid_and_sub_ends_the_session_of_that_sid(app, emulator, make_browser,
+                                                             adele, megan):
+    adele_elsewhere = make_browser(app)
+    of = signed_in_claims(app, adele)
+    assert_ended(send(app, sign(emulator, logout_claims(of, sub=of["sub"]))))
+    assert not is_signed_in(adele)
+    assert is_signed_in(adele_elsewhere)
+    assert is_signed_in(megan)
+
+
+def test_a_sid_with_another_users_sub_ends_nothing(app, emulator, adele, megan):
+    # Valid, so 200 (§2.8), but the provider session's recorded user is not the one named.
+    of = signed_in_claims(app, adele)
+    wrong_user = signed_in_claims(app, megan)["sub"]
+    assert_ended(send(app, sign(emulator, logout_claims(of, sub=wrong_user))))
+    assert is_signed_in(adele)
+    assert is_signed_in(megan)
+
+
+def test_a_token_for_no_known_session_is_accepted_and_ends_nothing(app, emulator, adele):
+    of = signed_in_claims(app, adele)
+    for claims in (logout_claims(of, sid="no-such-session"),
+                   logout_claims(of, sid=REMOVE, sub="no-such-user"),
+                   logout_claims(of, sid="\ud800"),  # a lone surrogate, as JSON allows
+                   # Claims and events it does not know are ignored (§2.4).
+                   logout_claims(of, sid="no-such-session-either", extra=[1],
+                                 events={LOGOUT_EVENT: {"reason": 1}, "urn:other": 1})):
+        assert_ended(send(app, sign(emulator, claims)))
+    assert is_signed_in(adele)
+
+
+def test_a_replayed_token_is_refused_and_ends_no_new_session(app, emulator, adele):
+    token = sign(emulator, logout_claims(signed_in_claims(app, adele)))
+    assert_ended(send(app, token))
+    assert not is_signed_in(adele)
+    # Signing in again in the same browser: the provider's SSO session, so the same sid.
+    assert adele.sign_in().status_code == 303
+    assert signed_in_claims(app, adele)["sid"] == jwt.decode(
+        token, options={"verify_signature": False})["sid"]
+
+    assert_refused(send(app, token), "already used (jti)", token)
+
+    assert is_signed_in(adele)
+
+
+def test_generic_openid_provider(make_app, emulator, make_browser):
+    # The configuration the endpoint exists for: OIDC_AUTHORITY, a provider's issuer URL.
+    app = make_app(AUTHORITY=None, OIDC_AUTHORITY=f"{emulator.authority}/v2.0")
+    browser = make_browser(app)
+    of = signed_in_claims(app, browser)
+    v1_issuer = f"https://sts.windows.net/{emulator.tenant_id}/"
+    assert_refused(send(app, sign(emulator, logout_claims(of, iss=v1_issuer))),
+                   "another issuer (iss)")
+    assert is_signed_in(browser)
+    assert_ended(send(app, sign(emulator, logout_claims(of))))
+    assert not is_signed_in(browser)
+
+
+def test_another_instance_sharing_the_file_store_ends_the_session(make_app, emulator,
+                                                                  make_browser):
+    # Two processes on one session folder (make_app uses the test's folder): the one the provider
+    # reaches ends the session, and the other, which keeps recent sessions in memory, sees it.
+    first, second = make_app(), make_app()
+    browser = make_browser(first)
+    token = sign(emulator, logout_claims(signed_in_claims(first, browser)))
+    assert_ended(send(second, token))
+    assert not is_signed_in(browser)
+    assert_refused(send(first, token), "already used (jti)")
+
+
+def test_sign_ins_at_once_are_all_indexed(app):
+    # Concurrent sign-ins of one user append to one index entry; the lock keeps every one.
+    claims = {"iss": "https://issuer.example", "sub": "one-user", "sid": "one-sid"}
+    session_ids = [f"session-{n}" for n in range(12)]
+    barrier = threading.Barrier(len(session_ids))
+
+    def sign_in(session_id: str) -> None:
+        with app.test_request_context():
+            barrier.wait()
+            backchannel.remember_session(claims, session_id)
+
+    threads = [threading.Thread(target=sign_in, args=(s,)) for s in session_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = app.extensions["webapp"].records
+    for prefix, value in ((backchannel.SUB_INDEX, "one-user"), (backchannel.SID_INDEX, "one-sid")):
+        entries = records.get(prefix + backchannel._digest(claims["iss"], value))
+        assert sorted(e["session"] for e in entries) == sorted(session_ids)
+
+
+# -- invalid logout tokens ---------------------------------------------------------------------
+
+def _alg_none(emulator, claims):
+    return jwt.encode(claims, None, algorithm="none", headers={"kid": emulator.keys.current.kid})
+
+
+def _hs256_with_public_key(emulator, claims):
+    # Key confusion: HMAC keyed with the provider's public key, which anyone can fetch.
+    key = emulator.keys.current
+    secret = key.public_key.public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    signing_input = (f"{b64url_json({'typ': 'JWT', 'alg': 'HS256', 'kid': key.kid})}."
+                     f"{b64url_json(claims)}")
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def _another_key_same_kid(emulator, claims):
+    impostor = dataclasses.replace(emulator.keys.current,
+                                   private_key=SigningKey.generate().private_key)
+    return emulator.keys.sign(claims, key=impostor)
+
+
+def _unpublished_key(emulator, claims):
+    return emulator.keys.sign(claims, key=emulator.keys.unpublished_key())
+
+
+def _no_kid(emulator, claims):
+    return jwt.encode(claims, emulator.keys.current.private_key, algorithm="RS256")
+
+
+def _flipped_signature(emulator, claims):
+    signing_input, _, signature = sign(emulator, claims).rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return f"{signing_input}.{b64url(bytes(b ^ 0xFF for b in raw))}"
+
+
+def _signed(**changes: Any) -> Callable[..., str]:
+    """Properly signed, with claims changed: a callable value gets the valid claims."""
+    def make(emulator, claims):
+        changed = {name: value(claims) if callable(value) else value
+                   for name, value in changes.items()}
+        return sign(emulator, {**claims, **changed})
+    return make
+
+
+def _without(name: str) -> Callable[..., str]:
+    def make(emulator, claims):
+        return sign(emulator, {k: v for k, v in claims.items() if k != name})
+    return make
+
+
+INVALID_TOKENS: dict[str, tuple[Callable[..., str], str]] = {
+    "alg_none": (_alg_none, "signing algorithm is not allowed"),
+    "hs256_public_key": (_hs256_with_public_key, "signing algorithm is not allowed"),
+    "signed_by_another_key": (_another_key_same_kid, "signature does not verify"),
+    "flipped_signature": (_flipped_signature, "signature does not verify"),
+    "unpublished_key": (_unpublished_key, "key the provider does not publish"),
+    "no_kid": (_no_kid, "does not name its signing key (kid)"),
+    "wrong_aud": (_signed(aud=str(uuid.uuid4())), "not meant for this app (aud)"),
+    "extra_aud": (_signed(aud=lambda c: [c["aud"], str(uuid.uuid4())]),
+                  "also meant for other audiences (aud)"),
+    "wrong_azp": (_signed(azp=str(uuid.uuid4())), "issued to another party (azp)"),
+    "wrong_iss": (_signed(iss="https://login.example.com/another/v2.0"), "another issuer (iss)"),
+    "missing_iss": (_without("iss"), "lacks the iss claim"),
+    "missing_events": (_without("events"), "no events object"),
+    "events_not_object": (_signed(events=LOGOUT_EVENT), "no events object"),
+    "wrong_events_member": (_signed(events={"http://schemas.openid.net/event/other": {}}),
+                            "do not hold the back-channel logout event"),
+    "event_not_object": (_signed(events={LOGOUT_EVENT: "logout"}),
+                         "do not hold the back-channel logout event"),
+    "contains_nonce": (_signed(nonce="n-0S6_WzA2Mj"), "must not contain a nonce"),
+    "neither_sub_nor_sid": (_without("sid"), "neither a subject (sub) nor a session (sid)"),
+    "empty_sid": (_signed(sid=""), "sid is not a non-empty string"),
+    "sub_not_string": (_signed(sub=42), "sub is not a non-empty string"),
+    "empty_sub": (_signed(sub=""), "sub is not a non-empty string"),
+    "jti_not_string": (_signed(jti=7), "jti is not a valid identifier"),
+    "missing_iat": (_without("iat"), "lacks the iat claim"),
+    "iat_not_number": (_signed(iat=lambda c: str(c["iat"])), "iat is not a number"),
+    "iat_future": (_signed(iat=lambda c: c["iat"] + 3600, exp=lambda c: c["iat"] + 7200),
+                   "dated in the future"),
+    "iat_too_old": (_signed(iat=lambda c: c["iat"] - 3600), "issued too long ago (iat)"),
+    "expired": (_signed(exp=lambda c: c["iat"] - 600), "has expired (exp)"),
+    "missing_jti": (_without("jti"), "lacks the jti claim"),
+    "empty_jti": (_signed(jti=""), "jti is not a valid identifier"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(INVALID_TOKENS))
+def test_invalid_logout_token_is_refused_and_ends_nothing(app, emulator, adele, variant):
+    of = signed_in_claims(app, adele)
+    make, reason = INVALID_TOKENS[variant]
+    before = stored_sessions(app)
+    token = make(emulator, logout_claims(of))
+
+    assert_refused(send(app, token), reason, token)
+
+    assert stored_sessions(app) == before
+    assert is_signed_in(adele)
+    # Refused tokens leave no trace: the same sid still works with a valid token afterwards.
+    assert_ended(send(app, sign(emulator, logout_claims(of))))
+    assert not is_signed_in(adele)
+
+
+def test_an_id_token_is_not_a_logout_token(app, emulator, adele):
+    # Cross-JWT confusion (§4.1): the provider's own signed ID token for this app and session
+    # (the emulator's has no jti), and the same claims with one.
+    cache = token_cache_of(app, session_of(app, adele))
+    id_token = next(iter(cache["IdToken"].values()))["secret"]
+    assert_refused(send(app, id_token), "lacks the jti claim", id_token)
+    with_jti = sign(emulator, {**signed_in_claims(app, adele), "jti": "a-jti"})
+    assert_refused(send(app, with_jti), "no events object", with_jti)
+    assert is_signed_in(adele)
+
+
+BAD_REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
+    "missing_field": ({"data": {"token": "a.b.c"}}, "exactly one logout_token"),
+    "empty_field": ({"data": {"logout_token": ""}}, "exactly one logout_token"),
+    "two_fields": ({"data": {"logout_token": ["a.b.c", "a.b.c"]}}, "exactly one logout_token"),
+    "json_body": ({"json": {"logout_token": "a.b.c"}}, "must be a form"),
+    "no_body": ({}, "must be a form"),
+    "multipart": ({"data": {"logout_token": "a.b.c"}, "content_type": "multipart/form-data"},
+                  "must be a form"),
+    "garbage": ({"data": {"logout_token": "not a token"}}, "not a well-formed JWT"),
+    "three_garbage_parts": ({"data": {"logout_token": "e30.e30.AA"}},
+                            "signing algorithm is not allowed"),
+    "header_not_object": ({"data": {"logout_token": f"{b64url(b'[1]')}.e30.AA"}},
+                          "not a well-formed JWT"),
+    "not_utf8": ({"data": b"logout_token=%ff%fe%fd.%80.%81",
+                  "content_type": "application/x-www-form-urlencoded"}, "not a well-formed JWT"),
+    "huge_value": ({"data": {"logout_token": "eyJ" + "A" * 200_000}}, "too large"),
+    # Sent in chunks: no Content-Length to refuse it by, so the endpoint must stop reading.
+    "huge_without_length": ({"input_stream": b"logout_token=" + b"A" * 2_000_000,
+                             "content_type": "application/x-www-form-urlencoded",
+                             "environ_overrides": {"wsgi.input_terminated": True,
+                                                   "CONTENT_LENGTH": ""}}, "too large"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BAD_REQUESTS))
+def test_bad_request_is_refused_and_ends_nothing(app, adele, variant):
+    post, reason = BAD_REQUESTS[variant]
+    if "input_stream" in post:
+        post = {**post, "input_stream": io.BytesIO(post["input_stream"])}
+    before = stored_sessions(app)
+    assert_refused(send(app, **post), reason)
+    assert stored_sessions(app) == before
+    assert is_signed_in(adele)
+
+
+def test_the_browser_session_cookie_is_neither_needed_nor_used(app, emulator, adele):
+    # Sent with the user's own cookie and no CSRF token, an invalid token still ends nothing.
+    token = sign(emulator, logout_claims(signed_in_claims(app, adele), nonce="x"))
+    response = adele.client.post(ENDPOINT, data={"logout_token": token})
+    assert_refused(response, "must not contain a nonce", token)
+    assert is_signed_in(adele)
+    assert adele.client.get(ENDPOINT).status_code == 405  # not a page
+
+
+# -- failures of the provider or the store: still a 400 in the protocol's shape ---------------
+
+def test_provider_unreachable_is_a_400_not_a_500(make_app, start_emulator, make_browser):
+    other = start_emulator()
+    app = make_app(other)
+    browser = make_browser(app, emu=other)
+    token = other.keys.sign(logout_claims(signed_in_claims(app, browser)),
+                            key=other.keys.unpublished_key())  # makes the app refetch its keys
+    other.stop()
+    assert_refused(send(app, token), "could not be carried out right now")
+    assert session_of(app, browser) is not None
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def test_redis_store_across_instances(make_app, emulator, make_browser, redis_server):
+    first, second = (make_app(SESSION_TYPE="redis", REDIS_URL=redis_server.url)
+                     for _ in range(2))
+    adele, megan = make_browser(first), make_browser(first, MEGAN)
+    session_id = adele.cookie().value
+    assert stored_session(first, session_id) is not None
+    token = sign(emulator, logout_claims(signed_in_claims(first, adele)))
+    megans_token = sign(emulator, logout_claims(signed_in_claims(first, megan)))
+
+    assert_ended(send(second, token))
+
+    assert stored_session(first, session_id) is None
+    assert not is_signed_in(adele)
+    assert is_signed_in(megan)
+    assert_refused(send(first, token), "already used (jti)", token)  # replay, other instance
+    redis_server.stop()
+    assert_refused(send(second, megans_token), "could not be carried out right now")

@@ -1,0 +1,292 @@
+"""OpenID Connect Back-Channel Logout 1.0: the provider ends a user's sessions here, server to
+server, without the user's browser.
+
+  POST /backchannel-logout   form field `logout_token`: a JWT signed by the provider (§2.5)
+
+The request carries no session cookie and no CSRF token (the provider sends it), so everything
+rests on the token: checked as §2.6 says, with the provider's keys and the ID token's rules
+(webapp/oidc.py), then single use by its `jti`. A valid token ends the sessions its `sid` (or,
+without one, its `sub`) names; any failure is a 400 in OAuth's error shape (§2.8).
+
+Finding those sessions needs an index, since the store is keyed by session id only: at sign-in,
+remember_session() records the new session id under (iss, sid) and (iss, sub) in the shared
+records store, so every process and instance sharing the sessions finds it.
+
+Entra does not send logout tokens; the endpoint serves generic providers (OIDC_AUTHORITY). It is
+always there, and only ever acts on a token the configured provider signed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from . import auth
+from .errors import STORE_UNAVAILABLE, AppError
+from .oidc import ALLOWED_ALGORITHMS, CLOCK_SKEW_SECONDS, IdTokenError, ProviderError
+
+log = logging.getLogger(__name__)
+bp = Blueprint("backchannel", __name__)
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+FORM_TYPE = "application/x-www-form-urlencoded"
+# A logout token is a few hundred bytes to a couple of kilobytes; anything far larger is not one.
+MAX_REQUEST_BYTES = 16 * 1024
+MAX_JTI_CHARS = 256
+# A provider sends a logout token as the session ends. Accepting only recent ones lets replay
+# detection forget a jti after a bounded time: a replay after that is refused as too old.
+MAX_TOKEN_AGE_SECONDS = 300
+JTI_RETENTION_SECONDS = MAX_TOKEN_AGE_SECONDS + 2 * CLOCK_SKEW_SECONDS
+LOCK_SECONDS = 5  # the locked steps are a few reads and writes of the store
+
+SID_INDEX = "backchannel:sid:"
+SUB_INDEX = "backchannel:sub:"
+SEEN_JTI = "backchannel:jti:"
+
+
+class LogoutTokenError(Exception):
+    """The request or its logout token is not acceptable; the message says which check failed
+    (it is the error_description) and never quotes the token."""
+
+
+# --------------------------------------------------------------------------------------------
+# POST /backchannel-logout
+# --------------------------------------------------------------------------------------------
+
+@bp.post("/backchannel-logout")
+def backchannel_logout() -> ResponseReturnValue:
+    token = logout_token_from_request()
+    claims = validate_logout_token(token)
+    records = current_app.extensions["webapp"].records
+    seen_key = SEEN_JTI + _digest(claims["iss"], claims["jti"])
+    # Under the jti's lock, so that of two deliveries of one token only one acts; and the jti is
+    # marked seen only once its sessions are gone, so a provider's retry after a store failure
+    # is not refused as a replay.
+    with current_app.session_interface.lock(seen_key, LOCK_SECONDS):
+        if records.get(seen_key) is not None:
+            raise LogoutTokenError("this logout token was already used (jti)")
+        ended = end_sessions(claims)
+        records.set(seen_key, True, timeout=JTI_RETENTION_SECONDS)
+    log.info("Back-channel logout: ended %d session(s)", ended)
+    # Cache-Control: no-store (§2.8) comes with every response of the app (webapp/__init__.py).
+    return Response(status=200)
+
+
+def logout_token_from_request() -> str:
+    if request.mimetype != FORM_TYPE:
+        raise LogoutTokenError(f"the request must be a form ({FORM_TYPE})")
+    # Read at most a little more than a logout token can be, whatever the body says of its
+    # length: one sent in chunks states none, and request.form would read it all.
+    declared = request.content_length or 0
+    body = request.stream.read(MAX_REQUEST_BYTES + 1) if declared <= MAX_REQUEST_BYTES else b""
+    if declared > MAX_REQUEST_BYTES or len(body) > MAX_REQUEST_BYTES:
+        raise LogoutTokenError("the request is too large to hold a logout token")
+    form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    values = form.get("logout_token", [])
+    if len(values) != 1 or not values[0]:
+        raise LogoutTokenError("the request must carry exactly one logout_token")
+    return values[0]
+
+
+@bp.errorhandler(LogoutTokenError)
+def refused(exc: LogoutTokenError) -> ResponseReturnValue:
+    log.warning("Back-channel logout refused: %s", exc)
+    return _error(str(exc))
+
+
+def failed(exc: Exception) -> ResponseReturnValue:
+    log.warning("Back-channel logout failed: %s", exc.__class__.__name__)
+    return _error("the logout could not be carried out right now; send it again later")
+
+
+# §2.8: a logout that failed is a 400 too, in the same shape rather than the app's HTML pages.
+# These are the provider's keys or the store (also the store check that runs before every
+# request) failing; AppError is SessionBusy, a lock not obtained in time.
+for _failure in (ProviderError, AppError, *STORE_UNAVAILABLE):
+    bp.register_error_handler(_failure, failed)
+
+
+def _error(description: str) -> Response:
+    response = jsonify(error="invalid_request", error_description=description)
+    response.status_code = 400
+    return response
+
+
+# --------------------------------------------------------------------------------------------
+# Logout token validation (§2.6)
+# --------------------------------------------------------------------------------------------
+
+def validate_logout_token(token: str) -> dict[str, Any]:
+    """The claims of a valid logout token from the configured provider, or LogoutTokenError."""
+    provider = current_app.extensions["webapp"].provider
+    header = _unverified_header(token)
+    if header.get("alg") not in ALLOWED_ALGORITHMS:
+        raise LogoutTokenError("the logout token's signing algorithm is not allowed "
+                               f"(only {', '.join(ALLOWED_ALGORITHMS)})")
+    if not isinstance(header.get("kid"), str) or not header["kid"]:
+        raise LogoutTokenError("the logout token does not name its signing key (kid)")
+    try:
+        key = provider.signing_key(header)
+    except IdTokenError:
+        raise LogoutTokenError("the logout token is signed with a key the provider does not "
+                               "publish") from None
+    claims = _verified_claims(token, key, provider.client_id)
+    _check_audience(claims, provider.client_id)
+    _check_issuer(claims, provider)
+    _check_claims(claims)
+    return claims
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(token)
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise LogoutTokenError("the logout token is not a well-formed JWT") from None
+    if not isinstance(header, dict):
+        raise LogoutTokenError("the logout token is not a well-formed JWT")
+    return header
+
+
+def _verified_claims(token: str, key: jwt.PyJWK, client_id: str) -> dict[str, Any]:
+    """Signature, aud, iat (not in the future) and exp (when present), with the ID token's
+    clock skew."""
+    try:
+        return jwt.decode(
+            token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=client_id,
+            leeway=CLOCK_SKEW_SECONDS,
+            # iss, sub and jti are checked below (PyJWT checks sub and jti only from 2.10).
+            options={"require": ["iss", "aud", "iat", "jti"], "verify_iss": False,
+                     "verify_sub": False, "verify_jti": False})
+    except jwt.InvalidSignatureError:
+        raise LogoutTokenError("the logout token's signature does not verify") from None
+    except jwt.ExpiredSignatureError:
+        raise LogoutTokenError("the logout token has expired (exp)") from None
+    except jwt.ImmatureSignatureError:
+        raise LogoutTokenError("the logout token is dated in the future (iat/nbf)") from None
+    except jwt.InvalidAudienceError:
+        raise LogoutTokenError("the logout token is not meant for this app (aud)") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise LogoutTokenError(f"the logout token lacks the {exc.claim} claim") from None
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise LogoutTokenError(
+            f"the logout token is invalid ({exc.__class__.__name__})") from None
+
+
+def _check_audience(claims: dict[str, Any], client_id: str) -> None:
+    # As for ID tokens (oidc.py): no other audiences, and azp, if any, is this app.
+    audience = claims["aud"]
+    if isinstance(audience, list) and set(audience) != {client_id}:
+        raise LogoutTokenError("the logout token is also meant for other audiences (aud)")
+    if "azp" in claims and claims["azp"] != client_id:
+        raise LogoutTokenError("the logout token was issued to another party (azp)")
+
+
+def _check_issuer(claims: dict[str, Any], provider: Any) -> None:
+    try:
+        expected = provider.expected_issuer(claims)
+    except IdTokenError:
+        raise LogoutTokenError("the logout token has no valid tid for the provider's "
+                               "{tenantid} issuer") from None
+    if claims["iss"] != expected:
+        raise LogoutTokenError("the logout token comes from another issuer (iss)")
+
+
+def _check_claims(claims: dict[str, Any]) -> None:
+    iat = claims["iat"]
+    if not isinstance(iat, int | float) or isinstance(iat, bool):  # PyJWT also takes "123"
+        raise LogoutTokenError("the logout token's iat is not a number")
+    if iat < time.time() - MAX_TOKEN_AGE_SECONDS - CLOCK_SKEW_SECONDS:
+        raise LogoutTokenError("the logout token was issued too long ago (iat)")
+    events = claims.get("events")
+    if not isinstance(events, dict):
+        raise LogoutTokenError("the logout token has no events object")
+    if not isinstance(events.get(LOGOUT_EVENT), dict):
+        raise LogoutTokenError("the logout token's events do not hold the back-channel "
+                               "logout event")
+    # An ID token (which carries a nonce) must never pass for a logout token.
+    if "nonce" in claims:
+        raise LogoutTokenError("the logout token must not contain a nonce")
+    for name in ("sub", "sid"):
+        if name in claims and (not isinstance(claims[name], str) or not claims[name]):
+            raise LogoutTokenError(f"the logout token's {name} is not a non-empty string")
+    if "sub" not in claims and "sid" not in claims:
+        raise LogoutTokenError("the logout token names neither a subject (sub) nor a "
+                               "session (sid)")
+    jti = claims["jti"]
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        raise LogoutTokenError("the logout token's jti is not a valid identifier")
+
+
+# --------------------------------------------------------------------------------------------
+# The session index: (iss, sid) and (iss, sub) -> session ids
+# --------------------------------------------------------------------------------------------
+
+def remember_session(claims: dict[str, Any], session_id: str) -> None:
+    """At sign-in, after the ID token was validated: index the new session under its provider
+    session (sid, if the ID token has one) and its user (sub), for as long as it can live."""
+    settings = current_app.extensions["webapp"].settings
+    entry = {"session": session_id, "sub": claims["sub"],
+             "until": time.time() + settings.session_lifetime}
+    _add_to_index(SUB_INDEX + _digest(claims["iss"], claims["sub"]), entry)
+    sid = claims.get("sid")
+    if isinstance(sid, str) and sid:
+        _add_to_index(SID_INDEX + _digest(claims["iss"], sid), entry)
+
+
+def end_sessions(claims: dict[str, Any]) -> int:
+    """End the sessions the logout token names; return how many were indexed (some may have
+    ended already). With a sid: that provider session's (and, if the token has a sub, only
+    those of that user); without: all of the user's."""
+    if "sid" in claims:
+        key = SID_INDEX + _digest(claims["iss"], claims["sid"])
+        return _end_indexed_sessions(key, sub=claims.get("sub"))
+    return _end_indexed_sessions(SUB_INDEX + _digest(claims["iss"], claims["sub"]), sub=None)
+
+
+def _add_to_index(key: str, entry: dict[str, Any]) -> None:
+    # Locked: two sign-ins of one user at once must both end up in the entry.
+    with _index_entry(key) as entries:
+        entries.append(entry)
+
+
+def _end_indexed_sessions(key: str, *, sub: str | None) -> int:
+    with _index_entry(key) as entries:
+        ending = [e for e in entries if sub is None or e["sub"] == sub]
+        # Destroyed before they leave the index: if the store fails midway, the provider's
+        # retry still finds them.
+        for entry in ending:
+            auth.destroy_stored_session(entry["session"])
+        entries[:] = [e for e in entries if e not in ending]
+    return len(ending)
+
+
+@contextlib.contextmanager
+def _index_entry(key: str) -> Iterator[list[dict[str, Any]]]:
+    """The index entry's live sessions, to change in place; saved (or deleted, if empty) after,
+    under the lock, to expire with its last session."""
+    records = current_app.extensions["webapp"].records
+    with current_app.session_interface.lock(key, LOCK_SECONDS):
+        now = time.time()
+        entries = [e for e in records.get(key) or [] if e["until"] > now]
+        yield entries
+        if entries:
+            last = max(e["until"] for e in entries)
+            records.set(key, entries, timeout=int(last - now) + 1)
+        else:
+            records.delete(key)
+
+
+def _digest(issuer: str, value: str) -> str:
+    """A fixed-size store key for an (issuer, value) pair; surrogatepass because JSON claims may
+    hold lone surrogates, which plain UTF-8 refuses to encode."""
+    pair = f"{issuer}\0{value}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(pair).hexdigest()
