@@ -38,7 +38,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    after_this_request,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from msal.exceptions import MsalServiceError
@@ -54,6 +65,8 @@ bp = Blueprint("auth", __name__)
 SIGN_IN_TTL_SECONDS = 600  # how long a started sign-in may take
 SIGN_IN_LOCK_SECONDS = 5  # taking a pending sign-in is a read and a delete
 BINDING_COOKIE = "signin_binding"
+SIGN_OUT_STATE_COOKIE = "signout_state"
+SIGN_OUT_STATE_SECONDS = 600  # how long the provider's sign-out pages may take
 SIGN_IN_KEY_PREFIX = "signin:"
 
 # Session keys
@@ -63,12 +76,17 @@ TOKEN_CACHE = "token_cache"
 ACCOUNT_ID = "home_account_id"
 CSRF_TOKEN = "csrf_token"
 SIGNED_IN_AT = sessions.SIGNED_IN_AT  # the stored session expires SESSION_LIFETIME after it
+LAST_SEEN = "last_seen"  # the session's last request, to the ACTIVITY_RECORD_SECONDS
 PENDING_CLAIMS = "pending_claims_challenge"
 
 # MSAL renews an access token with less than this left; and how much longer a token must last to
 # be served from the cache for the rest of a request.
 MSAL_EXPIRY_SKEW_SECONDS = 5 * 60
 RENEWAL_MARGIN_SECONDS = 30
+# How stale LAST_SEEN may get: recording activity writes the stored session, so it is done at
+# most this often, not on every request. SESSION_IDLE_TIMEOUT is at least twice as long.
+ACTIVITY_RECORD_SECONDS = 60
+ACTIVITY_LOCK_SECONDS = 2
 
 # Token-endpoint errors that say "later", not "sign in again".
 PROVIDER_BUSY_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
@@ -375,7 +393,7 @@ def start_session(claims: dict[str, Any], serialized_cache: str, account_id: str
     session[TOKEN_CACHE] = identity().seal(serialized_cache)
     session[ACCOUNT_ID] = account_id
     session[CSRF_TOKEN] = secrets.token_urlsafe(32)
-    session[SIGNED_IN_AT] = int(time.time())
+    session[SIGNED_IN_AT] = session[LAST_SEEN] = int(time.time())
     backchannel.remember_session(claims, session.sid)  # so a logout token can end it
 
 
@@ -420,11 +438,20 @@ def logout() -> ResponseReturnValue:
     claims = session.get(ID_TOKEN_CLAIMS, {})
     logout_hint = claims.get("login_hint") or claims.get("preferred_username")
     session.clear()  # Flask-Session deletes the stored session (token cache included) and cookie
-    return redirect(provider_logout_url(logout_hint), 303)
+    state = secrets.token_urlsafe(32)
+    response = redirect(provider_logout_url(logout_hint, state), 303)
+    # The provider sends the browser back with this state; the cookie tells it is this
+    # browser's sign-out coming back (returned_from_sign_out). Lax: the return is a top-level
+    # navigation.
+    response.set_cookie(SIGN_OUT_STATE_COOKIE, state, max_age=SIGN_OUT_STATE_SECONDS, path="/",
+                        httponly=True, secure=identity().settings.uses_https, samesite="Lax")
+    return response
 
 
-def provider_logout_url(logout_hint: str | None) -> str:
-    """RP-initiated logout at the provider, or home if it has no end_session_endpoint."""
+def provider_logout_url(logout_hint: str | None, state: str) -> str:
+    """RP-initiated logout at the provider, or home if it has no end_session_endpoint. No
+    id_token_hint: it would put the ID token (personal data) in a URL, browser history and the
+    provider's logs; Entra uses logout_hint instead, and a generic provider gets client_id."""
     ident = identity()
     try:
         endpoint = ident.provider.metadata().end_session_endpoint
@@ -432,10 +459,31 @@ def provider_logout_url(logout_hint: str | None) -> str:
         endpoint = ""
     if not endpoint:
         return url_for("views.index")
-    params = {"post_logout_redirect_uri": ident.settings.post_logout_redirect_uri}
+    params = {"post_logout_redirect_uri": ident.settings.post_logout_redirect_uri,
+              "state": state}
+    if ident.settings.oidc_authority:
+        params["client_id"] = ident.settings.client_id
     if logout_hint:
         params["logout_hint"] = logout_hint
     return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
+
+
+def returned_from_sign_out() -> bool:
+    """Whether this request is the provider sending the browser back after its sign-out (to
+    post_logout_redirect_uri, with the state that sign-out sent). Only then does the page say
+    "signed out"; a missing or other state changes nothing else (checklist F3)."""
+    expected = request.cookies.get(SIGN_OUT_STATE_COOKIE)
+    if not expected:
+        return False
+
+    @after_this_request
+    def forget_state(response: Response) -> Response:
+        response.delete_cookie(SIGN_OUT_STATE_COOKIE, path="/", httponly=True,
+                               secure=identity().settings.uses_https, samesite="Lax")
+        return response
+
+    state = request.args.get("state", "")
+    return hmac.compare_digest(state.encode(), expected.encode())
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,15 +491,39 @@ def provider_logout_url(logout_hint: str | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 def current_user() -> dict[str, str] | None:
-    """The signed-in user, or None. A session ends SESSION_LIFETIME after sign-in, whatever
-    the tokens' lifetimes."""
+    """The signed-in user, or None. A session ends SESSION_LIFETIME after sign-in, or after
+    SESSION_IDLE_TIMEOUT without a request, whatever the tokens' lifetimes."""
     user = session.get(USER)
     if user is None:
         return None
-    if time.time() - session.get(SIGNED_IN_AT, 0) > identity().settings.session_lifetime:
+    settings = identity().settings
+    now = time.time()
+    idle = now - session.get(LAST_SEEN, 0)
+    if now - session.get(SIGNED_IN_AT, 0) > settings.session_lifetime or (
+            idle > settings.session_idle_timeout):
         session.clear()
         return None
+    if idle > ACTIVITY_RECORD_SECONDS and "activity_recorded" not in g:
+        g.activity_recorded = True
+        record_activity(now)
     return user
+
+
+def record_activity(now: float) -> None:
+    """Stamp LAST_SEEN in the stored session. Not through this request's copy, which would be
+    saved whole at the end of the request and could undo a token renewal another request saved
+    meanwhile (see get_access_token): on the stored session, under its lock. A renewal holding
+    the lock right now is activity enough; the next request records it."""
+    store = current_app.session_interface
+    try:
+        with store.lock(session.sid, ACTIVITY_LOCK_SECONDS):
+            stored = store.load_now(session.sid)
+            if not stored or USER not in stored:
+                return  # signed out meanwhile
+            stored[LAST_SEEN] = int(now)
+            store.save_now(current_app, store.session_class(stored, sid=session.sid))
+    except sessions.SessionBusy:
+        return
 
 
 def login_required(view: Callable[..., ResponseReturnValue]

@@ -33,6 +33,7 @@ DEFAULTS = {
     "RESPONSE_MODE": "form_post",
     "TRUSTED_PROXY_HOPS": "0",
     "SESSION_LIFETIME": "28800",
+    "SESSION_IDLE_TIMEOUT": "1800",
     "HTTP_TIMEOUT": "10",
     "GRAPH_RETRY_MAX_WAIT": "5",
 }
@@ -68,6 +69,7 @@ class Settings:
     response_mode: str = "form_post"
     trusted_proxy_hops: int = 0
     session_lifetime: int = 28800
+    session_idle_timeout: int = 1800
     http_timeout: float = 10.0
     graph_retry_max_wait: float = 5.0
     problems: tuple[Problem, ...] = field(default_factory=tuple)
@@ -174,6 +176,8 @@ def load_settings(source: Mapping[str, object]) -> Settings:
 
     values["trusted_proxy_hops"] = _number("TRUSTED_PROXY_HOPS", get, int, 0, 10, problems)
     values["session_lifetime"] = _number("SESSION_LIFETIME", get, int, 60, 31 * 86400, problems)
+    values["session_idle_timeout"] = _number("SESSION_IDLE_TIMEOUT", get, int, 120, 31 * 86400,
+                                             problems)
     values["http_timeout"] = _number("HTTP_TIMEOUT", get, float, 1, 120, problems)
     values["graph_retry_max_wait"] = _number("GRAPH_RETRY_MAX_WAIT", get, float, 0, 60, problems)
 

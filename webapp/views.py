@@ -52,7 +52,8 @@ PROFILE_FIELDS = (
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    return render_template("index.html", user=auth.current_user())
+    return render_template("index.html", user=auth.current_user(),
+                           signed_out=auth.returned_from_sign_out())
 
 
 @bp.get("/graph")

@@ -143,6 +143,7 @@ def test_sign_in_call_graph_read_claims_and_sign_out(live_stack, page) -> None:
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(f"{base}/**")
     expect(page.get_by_role("link", name="Sign in").first).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("You have signed out.")  # its state came back
     snap(page, "07-signed-out-again")
 
     # Signed out for real: the next sign-in asks for a password again.

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ({"SESSION_TYPE": "redis"}, "REDIS_URL", "SESSION_TYPE=redis"),
     ({"RESPONSE_MODE": "fragment"}, "RESPONSE_MODE", "form_post or query"),
     ({"TRUSTED_PROXY_HOPS": "two"}, "TRUSTED_PROXY_HOPS", "Must be a number"),
+    ({"SESSION_IDLE_TIMEOUT": "60"}, "SESSION_IDLE_TIMEOUT", "from 120"),
     ({"CA_BUNDLE": "/nonexistent/ca.pem"}, "CA_BUNDLE", "No such file"),
     ({"SECRET_KEY": "short"}, "SECRET_KEY", "16 random characters"),
     ({"CLIENT_SECRET": None, "CLIENT_CERTIFICATE_PATH": "/nonexistent/cert.pem"},

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 
 from tests.webapp.webapp_support import (
     ADELE,
+    MEGAN,
     Browser,
     session_of,
     stored_sessions,
@@ -40,6 +42,56 @@ def test_sign_out_clears_everything_and_goes_to_the_provider(app, browser, emula
     back = requests.get(response.headers["Location"], allow_redirects=False, timeout=10)
     assert back.status_code in (302, 303)
     assert back.headers["Location"].startswith("http://localhost:5000/")
+
+
+def test_the_providers_return_with_the_sign_outs_state_says_signed_out(app, browser):
+    """Checklist F2: a fresh state on every sign-out, which the provider sends back."""
+    browser.sign_in()
+    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+    state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
+    assert len(state) >= 43 and browser.cookie("signout_state").value == state
+    back = requests.get(response.headers["Location"], allow_redirects=False, timeout=10)
+    assert parse_qs(urlsplit(back.headers["Location"]).query)["state"] == [state]
+
+    home = browser.client.get(f"/?{urlsplit(back.headers['Location']).query}")
+    assert home.status_code == 200
+    assert "You have signed out." in home.get_data(as_text=True)
+    assert browser.cookie("signout_state") is None  # used once
+    again = browser.client.get(f"/?state={state}")
+    assert "You have signed out." not in again.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("query", ["", "?state=", "?state=forged", "?state=a&state=b"])
+def test_a_return_with_another_or_no_state_is_a_neutral_page(app, browser, query):
+    """Checklist F3: nothing happens but the plain signed-out home page."""
+    browser.sign_in()
+    browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+    home = browser.client.get(f"/{query}")
+    assert home.status_code == 200
+    page = home.get_data(as_text=True)
+    assert "You have signed out." not in page and "Sign in" in page
+    assert stored_sessions(app) == {} and browser.cookie() is None
+
+
+def test_a_sign_out_state_never_signs_anyone_in_or_out(app, browser, emulator,
+                                                        browser_sign_in_fn):
+    """A state from another browser's sign-out changes nothing for this one."""
+    other = Browser(app, emulator, browser_sign_in_fn)
+    other.sign_in(username=MEGAN)
+    response = other.client.post("/logout", data={"csrf_token": csrf_token(other)})
+    state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
+    browser.sign_in()
+    page = browser.client.get(f"/?state={state}").get_data(as_text=True)
+    assert "Adele Vance" in page and "You have signed out." not in page
+
+
+def test_generic_oidc_sign_out_names_the_client(make_app, emulator, browser_sign_in_fn):
+    oidc_app = make_app(AUTHORITY=None, OIDC_AUTHORITY=f"{emulator.authority}/v2.0")
+    browser = Browser(oidc_app, emulator, browser_sign_in_fn)
+    browser.sign_in()
+    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+    params = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert params["client_id"] == [oidc_app.extensions["webapp"].settings.client_id]
 
 
 def test_logout_hint_falls_back_to_the_username(app, browser):

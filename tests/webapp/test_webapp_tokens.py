@@ -11,6 +11,7 @@ from tests.webapp.webapp_support import (
     SHORT_ACCESS_TOKEN,
     Browser,
     CallRecorder,
+    change_stored_session,
     default_directory_document,
     registered_app,
     revoke_refresh_token,
@@ -89,6 +90,36 @@ def test_session_ends_after_its_lifetime_whatever_the_tokens(app, browser):
     assert "Hello" not in browser.client.get("/").get_data(as_text=True)
     assert browser.client.get("/graph").status_code == 302
     assert stored_sessions(app) == {}
+
+
+def test_session_ends_after_its_idle_timeout(app, browser):
+    """Checklist E6: a sign-in left alone for SESSION_IDLE_TIMEOUT ends, whatever its lifetime."""
+    browser.sign_in()
+    idle_timeout = app.extensions["webapp"].settings.session_idle_timeout
+    change_stored_session(app, browser, last_seen=int(time.time()) - idle_timeout - 1)
+    assert "Hello" not in browser.client.get("/").get_data(as_text=True)
+    assert browser.client.get("/graph").status_code == 302
+    assert stored_sessions(app) == {}
+
+
+def test_requests_keep_a_session_alive_with_at_most_a_write_a_minute(app, browser):
+    browser.sign_in()
+    before = session_of(app, browser)
+    assert before["last_seen"] == before["signed_in_at"]  # stamped at sign-in
+    idle_timeout = app.extensions["webapp"].settings.session_idle_timeout
+    # Just short of the idle timeout: this request is activity, recorded in the store.
+    change_stored_session(app, browser, last_seen=int(time.time()) - idle_timeout + 5)
+    assert "Hello" in browser.client.get("/").get_data(as_text=True)
+    recorded = session_of(app, browser)
+    assert time.time() - recorded["last_seen"] < 5
+    assert recorded["token_cache"] == before["token_cache"]  # only the stamp changed
+
+    writes = []
+    upsert = app.session_interface._upsert_session
+    app.session_interface._upsert_session = lambda *args: writes.append(args) or upsert(*args)
+    for path in ("/", "/claims", "/graph", "/"):
+        assert browser.client.get(path).status_code == 200
+    assert writes == []  # recorded less than a minute ago: nothing to write
 
 
 def test_provider_down_after_sign_in_gives_a_502_page(make_app, start_emulator,

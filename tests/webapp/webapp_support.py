@@ -152,6 +152,18 @@ def session_of(app, browser: Browser) -> dict[str, Any] | None:
     return app.session_interface.cache.get(app.session_interface.key_prefix + cookie.value)
 
 
+def change_stored_session(app, browser: Browser, **changes: Any) -> None:
+    """Change the browser's stored session as another process would: through the store, so
+    every process's in-memory copy is dropped (webapp.sessions.RecentSessions)."""
+    interface = app.session_interface
+    session_id = browser.cookie().value
+    data = interface.load_now(session_id)
+    data.update(changes)
+    interface._upsert_session(app.permanent_session_lifetime,
+                              interface.session_class(data, sid=session_id),
+                              interface._get_store_id(session_id))
+
+
 def token_cache_of(app, session: dict[str, Any]) -> dict[str, Any]:
     return json.loads(app.extensions["webapp"].identity.unseal(session["token_cache"]))
 
