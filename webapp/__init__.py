@@ -42,6 +42,7 @@ from .sessions import configure_session_store
 log = logging.getLogger(__name__)
 
 LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
+LOOPBACK_IP_PREFIXES = ("127.0.0.1", "[::1]")
 # Loggers whose records may carry authorization-response values: access logs print request lines;
 # MSAL's DEBUG log prints each token request's parameters (tokens masked, not code/verifier).
 # MSAL's loggers are covered by install_msal_record_redaction.
@@ -141,6 +142,8 @@ def redirect_loopback_ip() -> ResponseReturnValue | None:
     """Browsing to 127.0.0.1 while REDIRECT_URI says localhost (or a name) would end in a
     redirect-URI mismatch (AADSTS50011) and cookies on the wrong host: go to the configured
     host instead."""
+    if not request.host.startswith(LOOPBACK_IP_PREFIXES):  # a cheap first look, every request
+        return None
     host = urlsplit("//" + request.host).hostname
     if host not in LOOPBACK_IPS or request.endpoint == "healthz" or request.method not in (
             "GET", "HEAD"):

@@ -472,9 +472,9 @@ def returned_from_sign_out() -> bool:
     """Whether this request is the provider sending the browser back after its sign-out (to
     post_logout_redirect_uri, with the state that sign-out sent). Only then does the page say
     "signed out"; a missing or other state changes nothing else (checklist F3)."""
-    expected = request.cookies.get(SIGN_OUT_STATE_COOKIE)
-    if not expected:
+    if SIGN_OUT_STATE_COOKIE not in request.cookies:  # (a missing key's .get() raises inside)
         return False
+    expected = request.cookies[SIGN_OUT_STATE_COOKIE]
 
     @after_this_request
     def forget_state(response: Response) -> Response:
@@ -483,7 +483,7 @@ def returned_from_sign_out() -> bool:
         return response
 
     state = request.args.get("state", "")
-    return hmac.compare_digest(state.encode(), expected.encode())
+    return bool(expected) and hmac.compare_digest(state.encode(), expected.encode())
 
 
 # --------------------------------------------------------------------------------------------

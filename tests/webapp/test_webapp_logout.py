@@ -138,3 +138,9 @@ def test_configured_post_logout_redirect_uri_is_url_encoded(make_app, emulator,
     response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
     assert "post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A5000%2FgetAToken" in (
         response.headers["Location"])
+
+
+def test_an_empty_sign_out_cookie_matches_no_state(app, browser):
+    browser.client.set_cookie("signout_state", "")
+    page = browser.client.get("/?state=").get_data(as_text=True)
+    assert "You have signed out." not in page
