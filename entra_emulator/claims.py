@@ -98,6 +98,8 @@ def id_token_claims(state: EmulatorState, *, app: Application, user: User, tenan
     if "profile" in permissions:
         claims["oid"] = user.id
         claims["preferred_username"] = user.user_principal_name
+    if "login_hint" in app.id_token_optional_claims:
+        claims["login_hint"] = login_hint(tenant_id, user)
     claims["rh"] = _home_realm(tenant_id, app)
     claims["sid"] = sid
     claims["sub"] = pairwise_subject(tenant_id, app.app_id, user.id)
@@ -105,6 +107,12 @@ def id_token_claims(state: EmulatorState, *, app: Application, user: User, tenan
     claims["uti"] = unique_token_id()
     claims["ver"] = "2.0"
     return claims
+
+
+def login_hint(tenant_id: str, user: User) -> str:
+    """Entra's login_hint optional claim: an opaque, stable value naming the account, for apps to
+    send back as logout_hint (or login_hint) instead of a UPN."""
+    return "O.C" + b64url(hashlib.sha256(f"{tenant_id}|{user.id}".encode()).digest())
 
 
 def sign_id_token(state: EmulatorState, app: Application, claims: dict[str, Any]) -> str:

@@ -93,6 +93,8 @@ class Application:
     password_credentials: tuple[PasswordCredential, ...] = ()
     key_credentials: tuple[KeyCredential, ...] = ()
     token_lifetimes: Mapping[str, int] = field(default_factory=dict)
+    # Graph's optionalClaims.idToken[].name: the optional ID token claims the app asked for.
+    id_token_optional_claims: frozenset[str] = frozenset()
     graph: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -289,6 +291,10 @@ def _read_photo(reader: _Reader, entry: str, obj: Mapping[str, Any], source: Pat
     return path
 
 
+# Optional ID token claims the emulator can add (Entra has many more).
+SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS = ("login_hint",)
+
+
 def _read_application(reader: _Reader, index: int, obj: Any) -> Application:
     entry = _entry_name("applications", index, obj, "displayName")
     if not isinstance(obj, dict):
@@ -312,7 +318,9 @@ def _read_application(reader: _Reader, index: int, obj: Any) -> Application:
                        display_name=reader.string(entry, obj, "displayName") or "",
                        redirect_uris=tuple(uris), password_credentials=secrets,
                        key_credentials=keys,
-                       token_lifetimes=_read_token_lifetimes(reader, entry, obj), graph=graph)
+                       token_lifetimes=_read_token_lifetimes(reader, entry, obj),
+                       id_token_optional_claims=_read_optional_claims(reader, entry, obj),
+                       graph=graph)
 
 
 def _list(reader: _Reader, entry: str, obj: Mapping[str, Any], name: str) -> list[Any]:
@@ -409,6 +417,21 @@ def _read_token_lifetimes(reader: _Reader, entry: str, obj: Mapping[str, Any]) -
                                f"must be a whole number of seconds from {MIN_LIFETIME_SECONDS} "
                                f"to {MAX_LIFETIME_SECONDS} (got {value!r})")
     return dict(lifetimes)
+
+
+def _read_optional_claims(reader: _Reader, entry: str, obj: Mapping[str, Any]) -> frozenset[str]:
+    optional = obj.get("optionalClaims", {})
+    if not isinstance(optional, dict):
+        raise reader.error(entry, "optionalClaims", "must be an object (idToken, accessToken, ...)")
+    names = set()
+    for index, claim in enumerate(_list(reader, entry, optional, "idToken")):
+        name = claim.get("name") if isinstance(claim, dict) else None
+        if name not in SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS:
+            raise reader.error(entry, f"optionalClaims.idToken[{index}].name",
+                               f"must be one of {', '.join(SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS)} "
+                               f"(got {name!r})")
+        names.add(name)
+    return frozenset(names)
 
 
 def _require_unique(reader: _Reader, kind: str, values: list[tuple[str, str]]) -> None:

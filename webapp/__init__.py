@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cachelib.base import BaseCache
 from flask import (
     Flask,
     current_app,
@@ -37,7 +36,7 @@ from .errors import AppError, register_error_handlers
 from .graph import GraphClient
 from .oidc import Provider, ProviderError, ProviderMetadata
 from .outbound import OutboundSession
-from .sessions import configure_session_store
+from .sessions import Records, configure_session_store
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class Services:
     provider: Provider
     identity: Identity
     graph: GraphClient
-    records: BaseCache
+    records: Records
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -98,7 +97,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     records = configure_session_store(app, settings)
     app.extensions["webapp"] = Services(
         settings=settings, http=http, provider=provider,
-        identity=Identity(settings, http, provider, records),
+        identity=Identity(settings, http, provider, records.sign_ins),
         graph=GraphClient(http, settings.graph_endpoint, max_wait=settings.graph_retry_max_wait),
         records=records)
     app.extensions["webapp_settings"] = settings

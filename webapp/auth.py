@@ -76,17 +76,13 @@ TOKEN_CACHE = "token_cache"
 ACCOUNT_ID = "home_account_id"
 CSRF_TOKEN = "csrf_token"
 SIGNED_IN_AT = sessions.SIGNED_IN_AT  # the stored session expires SESSION_LIFETIME after it
-LAST_SEEN = "last_seen"  # the session's last request, to the ACTIVITY_RECORD_SECONDS
+LAST_SEEN = sessions.LAST_SEEN  # the session's last request, recorded at most once a minute
 PENDING_CLAIMS = "pending_claims_challenge"
 
 # MSAL renews an access token with less than this left; and how much longer a token must last to
 # be served from the cache for the rest of a request.
 MSAL_EXPIRY_SKEW_SECONDS = 5 * 60
 RENEWAL_MARGIN_SECONDS = 30
-# How stale LAST_SEEN may get: recording activity writes the stored session, so it is done at
-# most this often, not on every request. SESSION_IDLE_TIMEOUT is at least twice as long.
-ACTIVITY_RECORD_SECONDS = 60
-ACTIVITY_LOCK_SECONDS = 2
 
 # Token-endpoint errors that say "later", not "sign in again".
 PROVIDER_BUSY_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
@@ -227,7 +223,7 @@ def login() -> ResponseReturnValue:
 
     auth_uri = start_sign_in(next_path, binding, previous_session_id, claims_challenge)
     if claims_challenge:
-        session.pop(PENDING_CLAIMS)  # it now travels in the pending sign-in
+        update_stored_session({PENDING_CLAIMS: None})  # it now travels in the pending sign-in
 
     response = redirect(auth_uri, 302)
     form_post = settings.response_mode == "form_post"
@@ -382,26 +378,39 @@ def id_token_refused(exc: IdTokenError) -> AppError:
 def start_session(claims: dict[str, Any], serialized_cache: str, account_id: str,
                   record: dict[str, Any]) -> None:
     """A new session id for the signed-in user (no fixation); older sessions of this browser end."""
-    interface = current_app.session_interface
-    interface.regenerate(session)  # drops the stored old session; no-op for an empty one
+    for older in {session.sid if session else None, record.get("previous_session_id")} - {None}:
+        end_older_session(older)
+    current_app.session_interface.regenerate(session)
     session.clear()
-    previous = record.get("previous_session_id")
-    if previous and previous != session.sid:
-        destroy_stored_session(previous)
+    # Indexed first: if that fails, the session stays empty and nothing is saved.
+    backchannel.remember_session(claims, session.sid)  # so a logout token can end it
     session[USER] = user_from_claims(claims)
     session[ID_TOKEN_CLAIMS] = claims
     session[TOKEN_CACHE] = identity().seal(serialized_cache)
     session[ACCOUNT_ID] = account_id
     session[CSRF_TOKEN] = secrets.token_urlsafe(32)
     session[SIGNED_IN_AT] = session[LAST_SEEN] = int(time.time())
-    backchannel.remember_session(claims, session.sid)  # so a logout token can end it
 
 
-def destroy_stored_session(session_id: str) -> None:
-    """End another request's session (an older one of this browser, or a back-channel logout).
-    Under the session's lock, so that a token renewal in progress cannot write it back after."""
+def end_older_session(session_id: str) -> None:
+    """End a session this browser had before signing in again. Its lock is waited for only
+    briefly: the new sign-in's code is already redeemed and must not be lost to a renewal that
+    holds it; then the session is deleted unlocked (a renewal could write it back, but no cookie
+    points at it any more, and it expires)."""
+    try:
+        destroy_stored_session(session_id, wait=SIGN_IN_LOCK_SECONDS)
+    except sessions.SessionBusy:
+        log.warning("An older session of this browser was busy; deleting it without its lock")
+        interface = current_app.session_interface
+        interface._delete_session(interface._get_store_id(session_id))
+
+
+def destroy_stored_session(session_id: str, wait: float | None = None) -> None:
+    """Delete a stored session (token cache included) under its lock, so that a token renewal in
+    progress cannot write it back after; waits for the lock at most `wait` (default: as long as
+    a renewal may hold it)."""
     interface = current_app.session_interface
-    with interface.lock(session_id, renewal_seconds()):
+    with interface.lock(session_id, renewal_seconds(), wait=wait):
         # Flask-Session 0.8 has no public call to delete another session by id.
         interface._delete_session(interface._get_store_id(session_id))
 
@@ -435,9 +444,10 @@ def logout() -> ResponseReturnValue:
         raise AppError(400, "Sign-out not confirmed", "The sign-out request did not come from "
                        "this app's sign-out button, so you are still signed in.",
                        hint="Use the Sign out button to sign out.")
-    claims = session.get(ID_TOKEN_CLAIMS, {})
-    logout_hint = claims.get("login_hint") or claims.get("preferred_username")
-    session.clear()  # Flask-Session deletes the stored session (token cache included) and cookie
+    # Entra's logout_hint is the login_hint claim, never a UPN (which would also put personal
+    # data in a URL).
+    logout_hint = session.get(ID_TOKEN_CLAIMS, {}).get("login_hint")
+    end_signed_in_session()
     state = secrets.token_urlsafe(32)
     response = redirect(provider_logout_url(logout_hint, state), 303)
     # The provider sends the browser back with this state; the cookie tells it is this
@@ -458,7 +468,7 @@ def provider_logout_url(logout_hint: str | None, state: str) -> str:
     except ProviderError:
         endpoint = ""
     if not endpoint:
-        return url_for("views.index")
+        return url_for("views.index", state=state)  # back home at once, as the provider would
     params = {"post_logout_redirect_uri": ident.settings.post_logout_redirect_uri,
               "state": state}
     if ident.settings.oidc_authority:
@@ -472,7 +482,9 @@ def returned_from_sign_out() -> bool:
     """Whether this request is the provider sending the browser back after its sign-out (to
     post_logout_redirect_uri, with the state that sign-out sent). Only then does the page say
     "signed out"; a missing or other state changes nothing else (checklist F3)."""
-    if SIGN_OUT_STATE_COOKIE not in request.cookies:  # (a missing key's .get() raises inside)
+    # `in`, not .get(): werkzeug's .get() raises and catches a KeyError for a missing cookie,
+    # which costs every visit to the home page.
+    if SIGN_OUT_STATE_COOKIE not in request.cookies:
         return False
     expected = request.cookies[SIGN_OUT_STATE_COOKIE]
 
@@ -498,32 +510,42 @@ def current_user() -> dict[str, str] | None:
         return None
     settings = identity().settings
     now = time.time()
-    idle = now - session.get(LAST_SEEN, 0)
-    if now - session.get(SIGNED_IN_AT, 0) > settings.session_lifetime or (
-            idle > settings.session_idle_timeout):
-        session.clear()
+    signed_in_at = session.get(SIGNED_IN_AT, 0)
+    idle = now - session.get(LAST_SEEN, signed_in_at)
+    if now - signed_in_at > settings.session_lifetime or idle > settings.session_idle_timeout:
+        end_signed_in_session()
         return None
-    if idle > ACTIVITY_RECORD_SECONDS and "activity_recorded" not in g:
+    if idle > sessions.ACTIVITY_RECORD_SECONDS and "activity_recorded" not in g:
         g.activity_recorded = True
-        record_activity(now)
+        with contextlib.suppress(sessions.SessionBusy):  # a renewal right now: activity enough
+            update_stored_session({LAST_SEEN: int(now)}, wait=0)
     return user
 
 
-def record_activity(now: float) -> None:
-    """Stamp LAST_SEEN in the stored session. Not through this request's copy, which would be
-    saved whole at the end of the request and could undo a token renewal another request saved
-    meanwhile (see get_access_token): on the stored session, under its lock. A renewal holding
-    the lock right now is activity enough; the next request records it."""
+def end_signed_in_session() -> None:
+    """Sign out here: the stored session first, under its lock (a renewal in another tab holding
+    it would otherwise write it back when done), then this request's copy and the cookie."""
+    destroy_stored_session(session.sid)
+    end_session()
+
+
+def update_stored_session(changes: dict[str, Any], wait: float | None = None) -> bool:
+    """Change keys of the stored session (None removes one), under its lock, on the stored copy.
+    Not through this request's copy, which Flask-Session saves whole at the end of the request:
+    that could undo a token renewal another request saved meanwhile (see get_access_token), or
+    bring back a session that ended (a sign-out, a back-channel logout). False if it is gone."""
     store = current_app.session_interface
-    try:
-        with store.lock(session.sid, ACTIVITY_LOCK_SECONDS):
-            stored = store.load_now(session.sid)
-            if not stored or USER not in stored:
-                return  # signed out meanwhile
-            stored[LAST_SEEN] = int(now)
-            store.save_now(current_app, store.session_class(stored, sid=session.sid))
-    except sessions.SessionBusy:
-        return
+    with store.lock(session.sid, renewal_seconds(), wait=wait):
+        stored = store.load_now(session.sid)
+        if not stored or USER not in stored:
+            return False
+        for key, value in changes.items():
+            if value is None:
+                stored.pop(key, None)
+            else:
+                stored[key] = value
+        store.save_now(current_app, store.session_class(stored, sid=session.sid))
+    return True
 
 
 def login_required(view: Callable[..., ResponseReturnValue]
@@ -680,9 +702,9 @@ def end_session() -> None:
 @bp.app_errorhandler(SignInRequired)
 def sign_in_required(exc: SignInRequired) -> ResponseReturnValue:
     next_path = safe_next_path(request.full_path.rstrip("?"))
-    if exc.claims_challenge:
-        # Interactive step-up for a claims challenge: the challenge rides server-side.
-        session[PENDING_CLAIMS] = exc.claims_challenge
+    # Interactive step-up for a claims challenge: the challenge rides server-side (unless the
+    # session ended meanwhile: then a plain sign-in).
+    if exc.claims_challenge and update_stored_session({PENDING_CLAIMS: exc.claims_challenge}):
         return redirect(url_for("auth.login", next=next_path), 303)
     error = AppError(401, "Please sign in again", exc.message, offer_sign_in=True)
     return render_template("error.html", error=error, next_path=next_path), 401

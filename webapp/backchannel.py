@@ -5,12 +5,19 @@ server, without the user's browser.
 
 The request carries no session cookie and no CSRF token (the provider sends it), so everything
 rests on the token: checked as §2.6 says, with the provider's keys and the ID token's rules
-(webapp/oidc.py), then single use by its `jti`. A valid token ends the sessions its `sid` (or,
-without one, its `sub`) names; any failure is a 400 in OAuth's error shape (§2.8).
+(webapp/oidc.py). A valid token ends the sessions its `sid` (or, without one, its `sub`) names
+that signed in by the token's `iat` (plus the clock skew); any failure is a 400 in OAuth's error
+shape (§2.8).
+
+A token of any age is accepted (§2.6 sets no limit), so a provider retrying after an outage of the
+app still ends the session. Ending only sessions signed in by its iat is what makes that safe: a
+token, replayed or late, cannot end a sign-in that came after it. Its `jti` is remembered for a
+while only to refuse a replay without redoing the work.
 
 Finding those sessions needs an index, since the store is keyed by session id only: at sign-in,
-remember_session() records the new session id under (iss, sid) and (iss, sub) in the shared
-records store, so every process and instance sharing the sessions finds it.
+remember_session() records the new session id and its sign-in time under (iss, sid) and
+(iss, sub) in the shared index store, so every process and instance sharing the sessions finds
+it. A write the store does not make is a store failure (503 at sign-in, 400 here), never ignored.
 
 Entra does not send logout tokens; the endpoint serves generic providers (OIDC_AUTHORITY). It is
 always there, and only ever acts on a token the configured provider signed.
@@ -27,12 +34,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
+from cachelib.base import BaseCache
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from . import auth
-from .errors import STORE_UNAVAILABLE, AppError
-from .oidc import ALLOWED_ALGORITHMS, CLOCK_SKEW_SECONDS, IdTokenError, ProviderError
+from .errors import STORE_UNAVAILABLE, AppError, session_store_unavailable
+from .oidc import ALLOWED_ALGORITHMS, CLOCK_SKEW_SECONDS, IdTokenError, Provider, ProviderError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("backchannel", __name__)
@@ -42,11 +50,10 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 # A logout token is a few hundred bytes to a couple of kilobytes; anything far larger is not one.
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_JTI_CHARS = 256
-# A provider sends a logout token as the session ends. Accepting only recent ones lets replay
-# detection forget a jti after a bounded time: a replay after that is refused as too old.
-MAX_TOKEN_AGE_SECONDS = 300
-JTI_RETENTION_SECONDS = MAX_TOKEN_AGE_SECONDS + 2 * CLOCK_SKEW_SECONDS
-LOCK_SECONDS = 5  # the locked steps are a few reads and writes of the store
+# Used jtis are kept only this long: a replay after that is accepted, and ends nothing the first
+# delivery did not (only sessions signed in by the token's iat), so it costs work, not sessions.
+JTI_RETENTION_SECONDS = 600
+LOCK_SECONDS = 5  # the locked steps are one read and one write of the index store
 
 SID_INDEX = "backchannel:sid:"
 SUB_INDEX = "backchannel:sub:"
@@ -66,16 +73,16 @@ class LogoutTokenError(Exception):
 def backchannel_logout() -> ResponseReturnValue:
     token = logout_token_from_request()
     claims = validate_logout_token(token)
-    records = current_app.extensions["webapp"].records
+    records = _index_store()
     seen_key = SEEN_JTI + _digest(claims["iss"], claims["jti"])
-    # Under the jti's lock, so that of two deliveries of one token only one acts; and the jti is
-    # marked seen only once its sessions are gone, so a provider's retry after a store failure
-    # is not refused as a replay.
-    with current_app.session_interface.lock(seen_key, LOCK_SECONDS):
-        if records.get(seen_key) is not None:
-            raise LogoutTokenError("this logout token was already used (jti)")
-        ended = end_sessions(claims)
-        records.set(seen_key, True, timeout=JTI_RETENTION_SECONDS)
+    # Not locked: ending sessions may wait far longer than any lock's lease for sessions busy
+    # renewing. Two deliveries of one token at once may then both act, which is harmless: each
+    # ends the same sessions by id and removes only those from the index. The jti is marked seen
+    # only once its sessions are gone, so a provider's retry after a failure is not refused.
+    if records.get(seen_key) is not None:
+        raise LogoutTokenError("this logout token was already used (jti)")
+    ended = end_sessions(claims)
+    _store(records, seen_key, True, JTI_RETENTION_SECONDS)
     log.info("Back-channel logout: ended %d session(s)", ended)
     # Cache-Control: no-store (§2.8) comes with every response of the app (webapp/__init__.py).
     return Response(status=200)
@@ -110,7 +117,8 @@ def failed(exc: Exception) -> ResponseReturnValue:
 
 # §2.8: a logout that failed is a 400 too, in the same shape rather than the app's HTML pages.
 # These are the provider's keys or the store (also the store check that runs before every
-# request) failing; AppError is SessionBusy, a lock not obtained in time.
+# request) failing; AppError is SessionBusy, a lock not obtained in time, or a store write that
+# did not happen (session_store_unavailable).
 for _failure in (ProviderError, AppError, *STORE_UNAVAILABLE):
     bp.register_error_handler(_failure, failed)
 
@@ -190,7 +198,7 @@ def _check_audience(claims: dict[str, Any], client_id: str) -> None:
         raise LogoutTokenError("the logout token was issued to another party (azp)")
 
 
-def _check_issuer(claims: dict[str, Any], provider: Any) -> None:
+def _check_issuer(claims: dict[str, Any], provider: Provider) -> None:
     try:
         expected = provider.expected_issuer(claims)
     except IdTokenError:
@@ -204,8 +212,6 @@ def _check_claims(claims: dict[str, Any]) -> None:
     iat = claims["iat"]
     if not isinstance(iat, int | float) or isinstance(iat, bool):  # PyJWT also takes "123"
         raise LogoutTokenError("the logout token's iat is not a number")
-    if iat < time.time() - MAX_TOKEN_AGE_SECONDS - CLOCK_SKEW_SECONDS:
-        raise LogoutTokenError("the logout token was issued too long ago (iat)")
     events = claims.get("events")
     if not isinstance(events, dict):
         raise LogoutTokenError("the logout token has no events object")
@@ -232,10 +238,13 @@ def _check_claims(claims: dict[str, Any]) -> None:
 
 def remember_session(claims: dict[str, Any], session_id: str) -> None:
     """At sign-in, after the ID token was validated: index the new session under its provider
-    session (sid, if the ID token has one) and its user (sub), for as long as it can live."""
+    session (sid, if the ID token has one) and its user (sub), with its sign-in time, for as long
+    as it can live. Raises the store-unavailable AppError if the store does not keep it: a
+    session no logout token could find must not start."""
     settings = current_app.extensions["webapp"].settings
-    entry = {"session": session_id, "sub": claims["sub"],
-             "until": time.time() + settings.session_lifetime}
+    now = time.time()
+    entry = {"session": session_id, "sub": claims["sub"], "since": now,
+             "until": now + settings.session_lifetime}
     _add_to_index(SUB_INDEX + _digest(claims["iss"], claims["sub"]), entry)
     sid = claims.get("sid")
     if isinstance(sid, str) and sid:
@@ -243,13 +252,16 @@ def remember_session(claims: dict[str, Any], session_id: str) -> None:
 
 
 def end_sessions(claims: dict[str, Any]) -> int:
-    """End the sessions the logout token names; return how many were indexed (some may have
-    ended already). With a sid: that provider session's (and, if the token has a sub, only
-    those of that user); without: all of the user's."""
+    """End the sessions the logout token names that signed in by its iat; return how many were
+    indexed (some may have ended already). With a sid: that provider session's (and, if the
+    token has a sub, only those of that user); without: all of the user's."""
+    # + skew: a session the provider saw before the logout may carry a later time by our clock.
+    signed_in_by = claims["iat"] + CLOCK_SKEW_SECONDS
     if "sid" in claims:
         key = SID_INDEX + _digest(claims["iss"], claims["sid"])
-        return _end_indexed_sessions(key, sub=claims.get("sub"))
-    return _end_indexed_sessions(SUB_INDEX + _digest(claims["iss"], claims["sub"]), sub=None)
+        return _end_indexed_sessions(key, sub=claims.get("sub"), signed_in_by=signed_in_by)
+    key = SUB_INDEX + _digest(claims["iss"], claims["sub"])
+    return _end_indexed_sessions(key, sub=None, signed_in_by=signed_in_by)
 
 
 def _add_to_index(key: str, entry: dict[str, Any]) -> None:
@@ -258,31 +270,56 @@ def _add_to_index(key: str, entry: dict[str, Any]) -> None:
         entries.append(entry)
 
 
-def _end_indexed_sessions(key: str, *, sub: str | None) -> int:
-    with _index_entry(key) as entries:
-        ending = [e for e in entries if sub is None or e["sub"] == sub]
-        # Destroyed before they leave the index: if the store fails midway, the provider's
-        # retry still finds them.
-        for entry in ending:
-            auth.destroy_stored_session(entry["session"])
-        entries[:] = [e for e in entries if e not in ending]
+def _end_indexed_sessions(key: str, *, sub: str | None, signed_in_by: float) -> int:
+    # Read without the lock (each write replaces the entry whole, so a read sees one write), and
+    # no lock held while sessions end: each may wait ~35 s for a renewal holding its session,
+    # far past the index lock's lease, after which a sign-in would take the lock over and its
+    # addition be lost to a stale list written back.
+    ending = {e["session"] for e in _live_entries(_index_store(), key, time.time())
+              # Entries recorded before "since" was: sessions older than any token now sent.
+              if e.get("since", 0) <= signed_in_by and (sub is None or e["sub"] == sub)}
+    for session_id in ending:
+        auth.destroy_stored_session(session_id)
+    # Out of the index only once destroyed: if the store fails midway, the provider's retry
+    # still finds them. Removed by id from the entry as it is now, keeping later sign-ins.
+    if ending:
+        with _index_entry(key) as entries:
+            entries[:] = [e for e in entries if e["session"] not in ending]
     return len(ending)
 
 
 @contextlib.contextmanager
 def _index_entry(key: str) -> Iterator[list[dict[str, Any]]]:
     """The index entry's live sessions, to change in place; saved (or deleted, if empty) after,
-    under the lock, to expire with its last session."""
-    records = current_app.extensions["webapp"].records
+    under the lock, to expire with its last session. Held only for this read and write."""
+    records = _index_store()
     with current_app.session_interface.lock(key, LOCK_SECONDS):
         now = time.time()
-        entries = [e for e in records.get(key) or [] if e["until"] > now]
+        entries = _live_entries(records, key, now)
         yield entries
         if entries:
             last = max(e["until"] for e in entries)
-            records.set(key, entries, timeout=int(last - now) + 1)
+            _store(records, key, entries, int(last - now) + 1)
         else:
+            # Not checked (Redis answers False for a key already gone): a delete that failed
+            # leaves only sessions already ended, and the entry expires with them.
             records.delete(key)
+
+
+def _live_entries(records: BaseCache, key: str, now: float) -> list[dict[str, Any]]:
+    return [e for e in records.get(key) or [] if e["until"] > now]
+
+
+def _store(records: BaseCache, key: str, value: Any, timeout: int) -> None:
+    """Set a record, or raise the store-unavailable AppError: cachelib's FileSystemCache reports
+    an I/O error (a full disk, a folder gone) only by returning False (Redis raises)."""
+    if not records.set(key, value, timeout=timeout):
+        log.warning("The session index store did not save a record")
+        raise session_store_unavailable()
+
+
+def _index_store() -> BaseCache:
+    return current_app.extensions["webapp"].records.session_index
 
 
 def _digest(issuer: str, value: str) -> str:

@@ -2,8 +2,8 @@
 Flask-Session does not do by itself:
 
 - the file store keeps each process's recently read sessions decoded in memory, checked against a
-  generation number that every process bumps when it writes a session (SessionGenerations), so a
-  page of a signed-in user costs no file read;
+  generation that every process renews when it writes a session (RecentSessions), so a page of a
+  signed-in user costs no file read;
 
 - a stored session expires when its sign-in does (SESSION_LIFETIME after it), however often it is
   rewritten, so the token cache inside never outlives the session;
@@ -26,6 +26,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ from .errors import STORE_UNAVAILABLE, AppError, session_store_unavailable
 log = logging.getLogger(__name__)
 
 SIGNED_IN_AT = "signed_in_at"  # the session key auth.py stamps at sign-in; expiry counts from it
+LAST_SEEN = "last_seen"  # stamped at sign-in, then by a request at most every ACTIVITY_RECORD_...
+# How stale LAST_SEEN may get: recording activity writes the stored session, so it is done at
+# most this often, not on every request. SESSION_IDLE_TIMEOUT is at least twice as long.
+ACTIVITY_RECORD_SECONDS = 60
 LOCK_POLL_SECONDS = 0.01
 REDIS_TIMEOUT_SECONDS = 3
 
@@ -58,18 +63,23 @@ class SessionBusy(AppError):
 class SignInBoundSessions:
     """What both stores share (a mixin for Flask-Session's interfaces)."""
 
+    idle_timeout: float | None = None  # SESSION_IDLE_TIMEOUT, set by configure_session_store
+
     def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession,
                         store_id: str) -> None:
         # Flask-Session gives every write the full lifetime; a signed-in session has only what
-        # is left of it.
+        # is left of it, and ends in the store too when left idle (not only at the next request).
         signed_in_at = session.get(SIGNED_IN_AT)
         if isinstance(signed_in_at, int | float):
-            left = signed_in_at + session_lifetime.total_seconds() - time.time()
-            session_lifetime = timedelta(seconds=max(1, int(left) + 1))
+            ends = signed_in_at + session_lifetime.total_seconds()
+            last_seen = session.get(LAST_SEEN)
+            if self.idle_timeout and isinstance(last_seen, int | float):
+                ends = min(ends, last_seen + self.idle_timeout + ACTIVITY_RECORD_SECONDS)
+            session_lifetime = timedelta(seconds=max(1, int(ends - time.time()) + 1))
         super()._upsert_session(session_lifetime, session, store_id)  # type: ignore[misc]
 
     def load_now(self, session_id: str) -> dict[str, Any] | None:
-        """The session as stored right now (None if it is gone)."""
+        """The session as stored right now (None if it is gone), read from the store itself."""
         return self._retrieve_session_data(self._get_store_id(session_id))  # type: ignore
 
     def save_now(self, app: Flask, session: ServerSideSession) -> None:
@@ -110,11 +120,13 @@ class RedisSessions(SignInBoundSessions, RedisSessionInterface):
             response.headers["Retry-After"] = str(error.retry_after)
 
     @contextlib.contextmanager
-    def lock(self, session_id: str, seconds: float) -> Iterator[None]:
+    def lock(self, session_id: str, seconds: float, wait: float | None = None
+             ) -> Iterator[None]:
         """Hold the session's lock: a Redis lock (redis-py's SET NX PX with a token) whose lease
-        ends after `seconds` even if its holder dies; waits at most as long."""
+        ends after `seconds` even if its holder dies; waits at most `wait` (default: as long)."""
         lock = self.client.lock(f"lock:{self._get_store_id(session_id)}", timeout=seconds,
-                                blocking_timeout=seconds, sleep=LOCK_POLL_SECONDS)
+                                blocking_timeout=seconds if wait is None else wait,
+                                sleep=LOCK_POLL_SECONDS)
         if not lock.acquire():
             raise SessionBusy()
         try:
@@ -132,6 +144,11 @@ class FileSessions(SignInBoundSessions, CacheLibSessionInterface):
         self.lock_dir = lock_dir
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         self.recent = RecentSessions(lock_dir / "generations")
+
+    def load_now(self, session_id: str) -> dict[str, Any] | None:
+        # Never from memory: what renewals read under the lock must be the file, whatever
+        # happened to the generations file.
+        return super()._retrieve_session_data(self._get_store_id(session_id))
 
     def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
         # The generation is read before the file: a write that lands after it bumps it again.
@@ -153,14 +170,15 @@ class FileSessions(SignInBoundSessions, CacheLibSessionInterface):
         self.recent.changed(store_id)
 
     @contextlib.contextmanager
-    def lock(self, session_id: str, seconds: float) -> Iterator[None]:
+    def lock(self, session_id: str, seconds: float, wait: float | None = None
+             ) -> Iterator[None]:
         """Hold the session's lock: a lock file created exclusively (O_EXCL: atomic, and
         portable, unlike flock), holding its owner's token and the end of its lease (`seconds`),
-        after which a waiter takes it over, as from a holder that died. Waits at most
-        `seconds`."""
+        after which a waiter takes it over, as from a holder that died. Waits at most `wait`
+        (default: `seconds`)."""
         path = self.lock_dir / f"{hashlib.sha256(session_id.encode()).hexdigest()}.lock"
         token = secrets.token_hex(16)
-        deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + (seconds if wait is None else wait)
         while not _create(path, f"{token} {time.time() + seconds}"):
             if _lease_over(path, seconds):
                 # Two waiters taking over the same dead lock at once could both win; that needs
@@ -184,25 +202,34 @@ class RecentSessions:
 
     Reading a session file costs a signed-in page more than everything else it does (open, read,
     unpickle: system calls that also hand the GIL to the worker's other threads). A copy kept in
-    memory is used while the session's generation is unchanged: a number in a small file that every
-    process maps into memory (so reading it is no system call) and replaces, at random, after it
-    writes or deletes the session. Sessions share GENERATION_SLOTS generations by a stable hash of
-    their id, so another session's write costs at worst one extra read. A copy is also dropped after
-    MAX_AGE_SECONDS, so what the file store does by itself (expiry, pruning) shows within that time;
-    a signed-in session's own end is checked on every request (auth.current_user)."""
+    memory is used while the session's generation is unchanged: 8 bytes in a small file that
+    every process maps into memory (so reading it is no system call) and overwrites with new
+    random bytes after it writes or deletes the session. Sessions share GENERATION_SLOTS
+    generations by a stable hash of their id, so another session's write costs at worst one
+    extra read. A copy is also dropped after MAX_AGE_SECONDS, so what the file store does by
+    itself (expiry, pruning) shows within that time; a signed-in session's own end is checked on
+    every request (auth.current_user). Should the generations file be deleted or replaced
+    (someone clearing the session folder), each process notices within FILE_CHECK_SECONDS, maps
+    the new one and forgets its copies."""
 
     GENERATION_SLOTS = 8192
     CAPACITY = 2000
     MAX_AGE_SECONDS = 60
+    FILE_CHECK_SECONDS = 1
 
     def __init__(self, generations_path: Path) -> None:
-        self._generations = _shared_memory(generations_path, self.GENERATION_SLOTS * 8)
+        self._path = generations_path
+        self._lock = threading.Lock()
         # store id -> (generation, monotonic deadline, pickled session); pickled, so a request
         # that changes a nested value in its session cannot change another request's copy.
         self._entries: dict[str, tuple[bytes, float, bytes]] = {}
-        self._lock = threading.Lock()
+        self._generations, self._file_id = _shared_memory(generations_path,
+                                                          self.GENERATION_SLOTS * 8)
+        self._check_file_at = time.monotonic() + self.FILE_CHECK_SECONDS
 
     def generation(self, store_id: str) -> bytes:
+        if time.monotonic() > self._check_file_at:
+            self._check_file()
         at = self._slot(store_id)
         return self._generations[at:at + 8]
 
@@ -217,7 +244,7 @@ class RecentSessions:
                  pickle.dumps(data, pickle.HIGHEST_PROTOCOL))
         with self._lock:
             if store_id not in self._entries and len(self._entries) >= self.CAPACITY:
-                del self._entries[next(iter(self._entries))]  # the oldest
+                del self._entries[next(iter(self._entries))]  # first in, first out
             self._entries[store_id] = entry
 
     def changed(self, store_id: str) -> None:
@@ -231,14 +258,31 @@ class RecentSessions:
         # crc32, not hash(): the slot must be the same in every process.
         return zlib.crc32(store_id.encode()) % self.GENERATION_SLOTS * 8
 
+    def _check_file(self) -> None:
+        with self._lock:
+            self._check_file_at = time.monotonic() + self.FILE_CHECK_SECONDS
+            try:
+                stat = os.stat(self._path)
+                same = (stat.st_dev, stat.st_ino) == self._file_id
+            except FileNotFoundError:
+                same = False
+            if not same:
+                log.warning("The session generations file was replaced; mapping it again")
+                self._generations, self._file_id = _shared_memory(
+                    self._path, self.GENERATION_SLOTS * 8)
+                self._entries.clear()
 
-def _shared_memory(path: Path, size: int) -> mmap.mmap:
-    """`size` bytes of `path` mapped into memory, shared with every process that maps it."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+def _shared_memory(path: Path, size: int) -> tuple[mmap.mmap, tuple[int, int]]:
+    """`size` bytes of `path` mapped into memory, shared with every process that maps it, and the
+    file's identity (device, inode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        if os.fstat(descriptor).st_size < size:
+        stat = os.fstat(descriptor)
+        if stat.st_size < size:
             os.ftruncate(descriptor, size)  # zeros; a no-op when another process was first
-        return mmap.mmap(descriptor, size)
+        return mmap.mmap(descriptor, size), (stat.st_dev, stat.st_ino)
     finally:
         os.close(descriptor)
 
@@ -272,10 +316,18 @@ def stop_if_store_unavailable() -> None:
         raise error
 
 
-def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
-    """Set up Flask-Session on the configured store; return a cachelib cache on the same store for
-    short-lived server-side records (pending sign-ins), so every instance sharing sessions also
-    shares them. The one place to extend for another store."""
+@dataclass(frozen=True)
+class Records:
+    """Server-side records beside the sessions, on the same store, so every process and
+    instance sharing the sessions shares them too."""
+
+    sign_ins: BaseCache  # pending sign-ins: anyone can start one, so the file store caps them
+    session_index: BaseCache  # back-channel logout's index and used jtis: never evicted early
+
+
+def configure_session_store(app: Flask, settings: Settings) -> Records:
+    """Set up Flask-Session on the configured store, and the records beside it. The one place to
+    extend for another store."""
     cookie_name = "__Host-session" if settings.uses_https else "session"
     app.config.update(
         SESSION_COOKIE_NAME=cookie_name,
@@ -306,7 +358,8 @@ def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
                                       socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                                       socket_timeout=REDIS_TIMEOUT_SECONDS)
         app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
-        records: BaseCache = RedisCache(host=client, key_prefix="webapp:")
+        records = Records(sign_ins=RedisCache(host=client, key_prefix="webapp:"),
+                          session_index=RedisCache(host=client, key_prefix="webapp:index:"))
         app.session_interface = RedisSessions(app, client=client, **options)
         app.before_request(stop_if_store_unavailable)
     else:
@@ -315,8 +368,15 @@ def configure_session_store(app: Flask, settings: Settings) -> BaseCache:
         directory = Path(settings.session_file_dir).resolve()
         # A large threshold: cachelib evicts entries beyond it, which would sign users out.
         sessions = FileSystemCache(str(directory), threshold=20000, mode=0o600)
-        records = FileSystemCache(str(directory / "sign-ins"), threshold=20000, mode=0o600)
+        # Past its threshold cachelib evicts what expires soonest. Pending sign-ins can be
+        # started by anyone, so they get a cap of their own; the index only grows with sign-ins
+        # and provider-signed logout tokens, and its threshold only bounds expired files.
+        records = Records(
+            sign_ins=FileSystemCache(str(directory / "sign-ins"), threshold=20000, mode=0o600),
+            session_index=FileSystemCache(str(directory / "session-index"), threshold=200000,
+                                          mode=0o600))
         app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=sessions)
         app.session_interface = FileSessions(app, client=sessions, lock_dir=directory / "locks",
                                              **options)
+    app.session_interface.idle_timeout = settings.session_idle_timeout
     return records

@@ -35,13 +35,7 @@ def test_stored_file_expires_with_the_sign_in(make_instance, tmp_path, emulator,
     browser = Browser(Balancer(app), emulator, browser_sign_in)
     signed_in = time.time()
     assert browser.sign_in().status_code == 303
-    expiries = []
-    for path in Path(tmp_path / "sessions").iterdir():
-        if path.is_file():
-            with path.open("rb") as stored:
-                expires = struct.unpack("I", stored.read(4))[0]  # cachelib's header
-                if isinstance(pickle.load(stored), dict):  # not cachelib's item counter
-                    expiries.append(expires)
+    expiries = stored_expiries(tmp_path / "sessions")
     assert len(expiries) == 1
     assert signed_in + lifetime - 2 <= expiries[0] <= signed_in + lifetime + 2
 
@@ -83,13 +77,51 @@ def test_recent_sessions_are_dropped_when_another_process_writes(tmp_path):
 
 
 def test_recent_sessions_keep_a_bounded_number_for_a_bounded_time(tmp_path, monkeypatch):
-    recent = RecentSessions(tmp_path / "generations")
     monkeypatch.setattr(RecentSessions, "CAPACITY", 3)
+    monkeypatch.setattr(RecentSessions, "MAX_AGE_SECONDS", 0.2)
+    recent = RecentSessions(tmp_path / "generations")
     for name in "abcd":
         recent.put(name, recent.generation(name), {"n": name})
-    assert recent.get("a", recent.generation("a")) is None  # the oldest made room
+    assert recent.get("a", recent.generation("a")) is None  # the first in made room
     assert recent.get("d", recent.generation("d")) == {"n": "d"}
-
-    later = time.monotonic() + RecentSessions.MAX_AGE_SECONDS + 1
-    monkeypatch.setattr(time, "monotonic", lambda: later)
+    time.sleep(0.3)
     assert recent.get("d", recent.generation("d")) is None
+
+
+def test_recent_sessions_follow_a_replaced_generations_file(tmp_path, monkeypatch):
+    """Someone clears the session folder while workers run: a worker started after maps a new
+    file; one started before must notice, or it would never see that worker's writes."""
+    monkeypatch.setattr(RecentSessions, "FILE_CHECK_SECONDS", 0.1)
+    before = RecentSessions(tmp_path / "generations")
+    before.put("session:a", before.generation("session:a"), {"user": "Adele"})
+    (tmp_path / "generations").unlink()
+    after = RecentSessions(tmp_path / "generations")
+    after.changed("session:a")  # e.g. a sign-out handled by the newer worker
+    time.sleep(0.2)
+    assert before.get("session:a", before.generation("session:a")) is None
+
+
+def test_an_idle_session_expires_in_the_store_too(make_instance, tmp_path, emulator,
+                                                  browser_sign_in):
+    """Checklist E6: not only at the user's next request; a browser that never comes back
+    leaves no session (and refresh token) in the store beyond the idle timeout."""
+    idle_timeout = 300
+    app = make_instance(SESSION_IDLE_TIMEOUT=str(idle_timeout))
+    browser = Browser(Balancer(app), emulator, browser_sign_in)
+    signed_in = time.time()
+    assert browser.sign_in().status_code == 303
+    expiries = stored_expiries(tmp_path / "sessions")
+    assert len(expiries) == 1
+    # The idle timeout, plus the minute by which the last request may not be recorded yet.
+    assert signed_in + idle_timeout + 60 - 2 <= expiries[0] <= signed_in + idle_timeout + 60 + 2
+
+
+def stored_expiries(folder: Path) -> list[int]:
+    expiries = []
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb") as stored:
+                expires = struct.unpack("I", stored.read(4))[0]  # cachelib's header
+                if isinstance(pickle.load(stored), dict):  # not cachelib's item counter
+                    expiries.append(expires)
+    return expiries

@@ -9,6 +9,7 @@ every invalid one is a 400 in OAuth's error shape that leaves every session as i
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -35,7 +37,8 @@ from tests.webapp.webapp_support import (
     stored_sessions,
     token_cache_of,
 )
-from webapp import backchannel
+from webapp import auth, backchannel
+from webapp.errors import AppError
 
 ENDPOINT = "/backchannel-logout"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -69,6 +72,42 @@ def send(app, token: str | None = None, **post: Any):
     if token is not None:
         post.setdefault("data", {"logout_token": token})
     return app.test_client().post(ENDPOINT, **post)
+
+
+def index_store(app):
+    return app.extensions["webapp"].records.session_index
+
+
+def backdate_sign_in(app, browser: Browser, seconds: float) -> None:
+    """As if the browser's session had signed in `seconds` earlier: the sign-in time its index
+    entries record (what a logout token's iat is compared with)."""
+    claims, session_id = signed_in_claims(app, browser), browser.cookie().value
+    store = index_store(app)
+    for prefix, value in ((backchannel.SUB_INDEX, claims["sub"]),
+                          (backchannel.SID_INDEX, claims["sid"])):
+        key = prefix + backchannel._digest(claims["iss"], value)
+        entries = store.get(key)
+        ours = [e for e in entries if e["session"] == session_id]
+        assert len(ours) == 1, entries
+        ours[0]["since"] -= seconds
+        assert store.set(key, entries, timeout=int(max(e["until"] for e in entries) - time.time()))
+
+
+@contextlib.contextmanager
+def index_store_failing(app) -> Iterator[None]:
+    """The index store's folder replaced by a file, as a disk gone wrong: cachelib's
+    FileSystemCache then fails every read and write there, and says so only by returning
+    None or False. Put back after."""
+    folder = Path(app.extensions["webapp"].settings.session_file_dir).resolve() / "session-index"
+    assert folder.is_dir()
+    aside = folder.with_name("session-index.aside")
+    folder.rename(aside)
+    folder.write_bytes(b"")
+    try:
+        yield
+    finally:
+        folder.unlink()
+        aside.rename(folder)
 
 
 def is_signed_in(browser: Browser) -> bool:
@@ -202,6 +241,79 @@ def test_a_replayed_token_is_refused_and_ends_no_new_session(app, emulator, adel
     assert is_signed_in(adele)
 
 
+def test_a_late_token_ends_the_sessions_signed_in_before_it_and_only_those(app, emulator,
+                                                                           make_browser, adele,
+                                                                           megan):
+    # A provider retrying after the app was down for half an hour: its token is that old (§2.6
+    # sets no age limit). It ends the user's sessions that signed in before it was issued (or
+    # within the clock skew after), not one that signed in since.
+    adele_within_skew, adele_since = make_browser(app), make_browser(app)
+    backdate_sign_in(app, adele, 3600)
+    backdate_sign_in(app, adele_within_skew, 1800 - backchannel.CLOCK_SKEW_SECONDS // 2)
+    of = signed_in_claims(app, adele)
+    claims = logout_claims(of, sid=REMOVE, sub=of["sub"], iat=int(time.time()) - 1800,
+                           exp=REMOVE)
+
+    assert_ended(send(app, sign(emulator, claims)))
+
+    assert not is_signed_in(adele)
+    assert not is_signed_in(adele_within_skew)
+    assert is_signed_in(adele_since)
+    assert is_signed_in(megan)
+
+
+def test_a_replay_after_its_jti_is_forgotten_ends_no_later_session(app, emulator, adele):
+    backdate_sign_in(app, adele, 3600)
+    claims = logout_claims(signed_in_claims(app, adele), iat=int(time.time()) - 600)
+    token = sign(emulator, claims)
+    assert_ended(send(app, token))
+    assert not is_signed_in(adele)
+    assert adele.sign_in().status_code == 303  # the provider's SSO session: the same sid
+    assert signed_in_claims(app, adele)["sid"] == claims["sid"]
+    seen = backchannel.SEEN_JTI + backchannel._digest(claims["iss"], claims["jti"])
+    assert index_store(app).get(seen) is not None
+    index_store(app).delete(seen)  # as after JTI_RETENTION_SECONDS
+
+    assert_ended(send(app, token))  # accepted, but the session is newer than the token
+
+    assert is_signed_in(adele)
+
+
+def test_a_sign_in_while_a_logout_waits_for_a_busy_session_stays_indexed(
+        app, emulator, make_browser, adele, monkeypatch):
+    # The logout waits for a session a token renewal holds, past the index lock's lease
+    # (shortened to keep the test quick). A sign-in of the same user meanwhile takes that lock;
+    # the logout must not then write back the index entry it read before, without the sign-in.
+    monkeypatch.setattr(backchannel, "LOCK_SECONDS", 1)
+    backdate_sign_in(app, adele, 3600)
+    of = signed_in_claims(app, adele)
+    token = sign(emulator, logout_claims(of, sid=REMOVE, sub=of["sub"],
+                                         iat=int(time.time()) - 300))
+    holding, responses = threading.Event(), []
+
+    def renewal() -> None:
+        with app.session_interface.lock(adele.cookie().value, 30):
+            holding.set()
+            time.sleep(3 * backchannel.LOCK_SECONDS)
+
+    renewing = threading.Thread(target=renewal)
+    logout = threading.Thread(target=lambda: responses.append(send(app, token)))
+    renewing.start()
+    holding.wait()
+    logout.start()
+    time.sleep(0.5)  # the logout has read the index and waits for adele's session
+    adele_again = make_browser(app)
+    logout.join()
+    renewing.join()
+
+    assert_ended(responses[0])
+    assert not is_signed_in(adele)
+    assert is_signed_in(adele_again)
+    # Still indexed: the next logout of the user finds it.
+    assert_ended(send(app, sign(emulator, logout_claims(of, sid=REMOVE, sub=of["sub"]))))
+    assert not is_signed_in(adele_again)
+
+
 def test_generic_openid_provider(make_app, emulator, make_browser):
     # The configuration the endpoint exists for: OIDC_AUTHORITY, a provider's issuer URL.
     app = make_app(AUTHORITY=None, OIDC_AUTHORITY=f"{emulator.authority}/v2.0")
@@ -243,7 +355,7 @@ def test_sign_ins_at_once_are_all_indexed(app):
         thread.start()
     for thread in threads:
         thread.join()
-    records = app.extensions["webapp"].records
+    records = app.extensions["webapp"].records.session_index
     for prefix, value in ((backchannel.SUB_INDEX, "one-user"), (backchannel.SID_INDEX, "one-sid")):
         entries = records.get(prefix + backchannel._digest(claims["iss"], value))
         assert sorted(e["session"] for e in entries) == sorted(session_ids)
@@ -330,7 +442,6 @@ INVALID_TOKENS: dict[str, tuple[Callable[..., str], str]] = {
     "iat_not_number": (_signed(iat=lambda c: str(c["iat"])), "iat is not a number"),
     "iat_future": (_signed(iat=lambda c: c["iat"] + 3600, exp=lambda c: c["iat"] + 7200),
                    "dated in the future"),
-    "iat_too_old": (_signed(iat=lambda c: c["iat"] - 3600), "issued too long ago (iat)"),
     "expired": (_signed(exp=lambda c: c["iat"] - 600), "has expired (exp)"),
     "missing_jti": (_without("jti"), "lacks the jti claim"),
     "empty_jti": (_signed(jti=""), "jti is not a valid identifier"),
@@ -419,6 +530,31 @@ def test_provider_unreachable_is_a_400_not_a_500(make_app, start_emulator, make_
     other.stop()
     assert_refused(send(app, token), "could not be carried out right now")
     assert session_of(app, browser) is not None
+
+
+def test_an_index_store_that_does_not_save_fails_the_sign_in(app, browser):
+    with index_store_failing(app):
+        response = browser.sign_in()
+        with app.test_request_context(), pytest.raises(AppError) as raised:
+            backchannel.remember_session({"iss": "https://issuer.example", "sub": "a-user"},
+                                         "a-session")
+    assert raised.value.status == 503
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert "session store" in response.get_data(as_text=True)
+    assert not is_signed_in(browser)
+    assert not [s for s in stored_sessions(app).values() if auth.USER in s]
+
+
+def test_an_index_store_that_does_not_save_refuses_the_logout_until_retried(app, emulator,
+                                                                            adele):
+    # The store neither finds the session nor records the jti: a 400, so the provider retries,
+    # rather than a 200 for a logout that ended nothing.
+    token = sign(emulator, logout_claims(signed_in_claims(app, adele)))
+    with index_store_failing(app):
+        assert_refused(send(app, token), "could not be carried out right now", token)
+    assert is_signed_in(adele)
+    assert_ended(send(app, token))  # the retry is no replay
+    assert not is_signed_in(adele)
 
 
 # -- Redis ---------------------------------------------------------------------------------------

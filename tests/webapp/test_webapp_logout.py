@@ -4,6 +4,8 @@ before the browser is sent to the provider's end_session_endpoint."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -13,6 +15,7 @@ from tests.webapp.webapp_support import (
     ADELE,
     MEGAN,
     Browser,
+    default_directory_document,
     session_of,
     stored_sessions,
 )
@@ -34,7 +37,9 @@ def test_sign_out_clears_everything_and_goes_to_the_provider(app, browser, emula
     params = parse_qs(location.query)
     assert params["post_logout_redirect_uri"] == ["http://localhost:5000/"]
     assert "post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A5000%2F" in location.query
-    assert params["logout_hint"][0]  # login_hint claim, else the username
+    # The app does not ask for the login_hint optional claim, and a UPN is never a logout_hint
+    # (Entra's guidance; it would also put the user's address in a URL).
+    assert "logout_hint" not in params and ADELE not in location.query
     assert "id_token_hint" not in params  # no token in a URL
     assert stored_sessions(app) == {}
     assert any(c.startswith("session=;") for c in response.headers.getlist("Set-Cookie"))
@@ -94,12 +99,22 @@ def test_generic_oidc_sign_out_names_the_client(make_app, emulator, browser_sign
     assert params["client_id"] == [oidc_app.extensions["webapp"].settings.client_id]
 
 
-def test_logout_hint_falls_back_to_the_username(app, browser):
-    browser.sign_in()
-    claims = session_of(app, browser)["id_token_claims"]
-    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
-    hint = parse_qs(urlsplit(response.headers["Location"]).query)["logout_hint"][0]
-    assert hint == (claims.get("login_hint") or ADELE)
+def test_logout_hint_is_the_login_hint_optional_claim(make_app, start_emulator,
+                                                       browser_sign_in_fn):
+    directory = default_directory_document()
+    directory["applications"][0]["optionalClaims"] = {"idToken": [{"name": "login_hint"}]}
+    emu = start_emulator(directory=directory)
+    hints = []
+    for username in (ADELE, MEGAN):
+        app = make_app(emu)
+        browser = Browser(app, emu, browser_sign_in_fn)
+        browser.sign_in(username=username)
+        claims = session_of(app, browser)["id_token_claims"]
+        response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+        hint = parse_qs(urlsplit(response.headers["Location"]).query)["logout_hint"][0]
+        assert hint == claims["login_hint"] and username not in hint  # opaque
+        hints.append(hint)
+    assert hints[0] != hints[1]
 
 
 def test_sign_out_without_csrf_token_does_nothing(app, browser):
@@ -144,3 +159,27 @@ def test_an_empty_sign_out_cookie_matches_no_state(app, browser):
     browser.client.set_cookie("signout_state", "")
     page = browser.client.get("/?state=").get_data(as_text=True)
     assert "You have signed out." not in page
+
+
+def test_a_sign_out_during_a_renewal_in_another_tab_stays_signed_out(
+        make_app, short_lived, browser_sign_in_fn):
+    """The renewal holds the session's lock and saves the session when done; the sign-out waits
+    for the lock, so the renewal cannot bring back the session it ends."""
+    short_app = make_app(short_lived)
+    browser = Browser(short_app, short_lived, browser_sign_in_fn)
+    browser.sign_in()
+    copied_cookie = browser.cookie().value
+    token = csrf_token(browser)
+    short_lived.faults.add("token", "delay", delay_seconds=1.5)  # the renewal takes a while
+    other_tab = short_app.test_client()
+    other_tab.set_cookie("session", copied_cookie)
+    renewal = threading.Thread(target=lambda: other_tab.get("/graph"))
+    renewal.start()
+    time.sleep(0.5)  # the renewal now holds the lock, waiting for the token endpoint
+    assert browser.client.post("/logout", data={"csrf_token": token}).status_code == 303
+    renewal.join(10)
+
+    assert stored_sessions(short_app) == {}
+    stolen = short_app.test_client()
+    stolen.set_cookie("session", copied_cookie)
+    assert stolen.get("/graph").status_code == 302  # to sign-in: nothing came back

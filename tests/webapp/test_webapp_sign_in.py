@@ -218,7 +218,7 @@ def test_logs_never_carry_codes_state_tokens_or_secrets(make_app, emulator, brow
         idp = requests.Session()
         idp.verify = str(emulator.ca_bundle)
         result = browser_sign_in_fn(authorize_url, ADELE, "Passw0rd!", session=idp)
-        verifier = app.extensions["webapp"].records.get(
+        verifier = app.extensions["webapp"].records.sign_ins.get(
             "signin:" + state_of(authorize_url))["flow"]["code_verifier"]
         callback_path = urlsplit(result.url)
         code = parse_qs(callback_path.query)["code"][0]

@@ -122,6 +122,25 @@ def test_requests_keep_a_session_alive_with_at_most_a_write_a_minute(app, browse
     assert writes == []  # recorded less than a minute ago: nothing to write
 
 
+def test_sessions_from_before_the_idle_timeout_count_from_their_sign_in(app, browser):
+    browser.sign_in()
+    change_stored_session(app, browser, last_seen=None)
+    assert "Hello" in browser.client.get("/").get_data(as_text=True)
+
+
+def test_recording_activity_never_waits_for_a_renewal(app, browser):
+    """A renewal holding the session's lock is activity enough: the page does not wait."""
+    browser.sign_in()
+    change_stored_session(app, browser, last_seen=int(time.time()) - 120)
+    with app.session_interface.lock(browser.cookie().value, 30):
+        began = time.monotonic()
+        assert "Hello" in browser.client.get("/").get_data(as_text=True)
+        assert time.monotonic() - began < 1
+    assert time.time() - session_of(app, browser)["last_seen"] > 100  # not recorded this time
+    browser.client.get("/")
+    assert time.time() - session_of(app, browser)["last_seen"] < 5  # the next request did
+
+
 def test_provider_down_after_sign_in_gives_a_502_page(make_app, start_emulator,
                                                       browser_sign_in_fn):
     directory = default_directory_document()

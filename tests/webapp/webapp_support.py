@@ -158,7 +158,11 @@ def change_stored_session(app, browser: Browser, **changes: Any) -> None:
     interface = app.session_interface
     session_id = browser.cookie().value
     data = interface.load_now(session_id)
-    data.update(changes)
+    for key, value in changes.items():  # None: remove the key
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
     interface._upsert_session(app.permanent_session_lifetime,
                               interface.session_class(data, sid=session_id),
                               interface._get_store_id(session_id))
