@@ -40,7 +40,14 @@ from flask.typing import ResponseReturnValue
 
 from . import auth
 from .errors import STORE_UNAVAILABLE, AppError, session_store_unavailable
-from .oidc import ALLOWED_ALGORITHMS, CLOCK_SKEW_SECONDS, IdTokenError, Provider, ProviderError
+from .oidc import (
+    ALLOWED_ALGORITHMS,
+    CLOCK_SKEW_SECONDS,
+    IdTokenError,
+    Provider,
+    ProviderError,
+    decode_signed_token,
+)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("backchannel", __name__)
@@ -165,28 +172,14 @@ def _unverified_header(token: str) -> dict[str, Any]:
 
 
 def _verified_claims(token: str, key: jwt.PyJWK, client_id: str) -> dict[str, Any]:
-    """Signature, aud, iat (not in the future) and exp (when present), with the ID token's
-    clock skew."""
+    """Signature, aud, iat (not in the future) and exp (when present), as for ID tokens."""
     try:
-        return jwt.decode(
-            token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=client_id,
-            leeway=CLOCK_SKEW_SECONDS,
-            # iss, sub and jti are checked below (PyJWT checks sub and jti only from 2.10).
-            options={"require": ["iss", "aud", "iat", "jti"], "verify_iss": False,
-                     "verify_sub": False, "verify_jti": False})
-    except jwt.InvalidSignatureError:
-        raise LogoutTokenError("the logout token's signature does not verify") from None
-    except jwt.ExpiredSignatureError:
-        raise LogoutTokenError("the logout token has expired (exp)") from None
-    except jwt.ImmatureSignatureError:
-        raise LogoutTokenError("the logout token is dated in the future (iat/nbf)") from None
-    except jwt.InvalidAudienceError:
-        raise LogoutTokenError("the logout token is not meant for this app (aud)") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise LogoutTokenError(f"the logout token lacks the {exc.claim} claim") from None
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise LogoutTokenError(
-            f"the logout token is invalid ({exc.__class__.__name__})") from None
+        return decode_signed_token(
+            token, key, client_id, kind="logout token", require=["iss", "aud", "iat", "jti"],
+            # sub and jti are checked below (PyJWT checks them only from 2.10).
+            options={"verify_sub": False, "verify_jti": False})
+    except IdTokenError as exc:
+        raise LogoutTokenError(str(exc)) from None
 
 
 def _check_audience(claims: dict[str, Any], client_id: str) -> None:

@@ -55,6 +55,30 @@ class IdTokenError(Exception):
     """An ID token failed validation; the message says which check, never the token."""
 
 
+def decode_signed_token(token: str, key: jwt.PyJWK, client_id: str, *, kind: str,
+                        require: list[str], options: dict[str, bool] | None = None
+                        ) -> dict[str, Any]:
+    """The claims of a provider-signed JWT whose signature (ALLOWED_ALGORITHMS), aud, and exp,
+    nbf and iat (within CLOCK_SKEW_SECONDS) hold, with the `require`d claims; IdTokenError naming
+    the failed check otherwise. `kind` names the token in messages; iss is the caller's."""
+    try:
+        return jwt.decode(token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=client_id,
+                          leeway=CLOCK_SKEW_SECONDS,
+                          options={"require": require, "verify_iss": False, **(options or {})})
+    except jwt.InvalidSignatureError:
+        raise IdTokenError(f"the {kind}'s signature does not verify") from None
+    except jwt.ExpiredSignatureError:
+        raise IdTokenError(f"the {kind} has expired (exp)") from None
+    except jwt.ImmatureSignatureError:
+        raise IdTokenError(f"the {kind} is dated in the future (iat/nbf)") from None
+    except jwt.InvalidAudienceError:
+        raise IdTokenError(f"the {kind} is not meant for this app (aud)") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise IdTokenError(f"the {kind} lacks the {exc.claim} claim") from None
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise IdTokenError(f"the {kind} is invalid ({exc.__class__.__name__})") from None
+
+
 @dataclass(frozen=True)
 class ProviderMetadata:
     issuer: str
@@ -261,23 +285,8 @@ class Provider:
             raise IdTokenError(f"the ID token's signing algorithm {algorithm!r} is not allowed "
                                f"(only {', '.join(ALLOWED_ALGORITHMS)})")
         key = self.signing_key(header)
-        try:
-            claims = jwt.decode(
-                id_token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=self.client_id,
-                leeway=CLOCK_SKEW_SECONDS,
-                options={"require": ["iss", "sub", "aud", "exp", "iat"], "verify_iss": False})
-        except jwt.InvalidSignatureError:
-            raise IdTokenError("the ID token's signature does not verify") from None
-        except jwt.ExpiredSignatureError:
-            raise IdTokenError("the ID token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise IdTokenError("the ID token is dated in the future (iat/nbf)") from None
-        except jwt.InvalidAudienceError:
-            raise IdTokenError("the ID token is not meant for this app (aud)") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise IdTokenError(f"the ID token lacks the {exc.claim} claim") from None
-        except jwt.PyJWTError as exc:
-            raise IdTokenError(f"the ID token is invalid ({exc.__class__.__name__})") from None
+        claims = decode_signed_token(id_token, key, self.client_id, kind="ID token",
+                                     require=["iss", "sub", "aud", "exp", "iat"])
         self._check_claims(claims, nonce=nonce, same_as=same_as)
         return claims
 
