@@ -6,7 +6,7 @@
    app, which splits the difference into what rendering the page costs any Flask app and what
    being signed in costs it. All three run under gunicorn with the same settings, driven by the
    same keep-alive http.client loop, in interleaved rounds.
-2. Cost of a cached access token: `webapp.auth.get_access_token()`, each call in a new request
+2. Cost of a cached access token: `webapp.tokens.get_access_token()`, each call in a new request
    context of a signed-in session (as every page that calls Graph makes it), against a session
    read in the same kind of context. The emulator counts its token-endpoint calls: there must be
    none while the token is valid. Target: <= 0.3 ms per call.
@@ -497,7 +497,7 @@ def bench_token(emu: Any, counter: TokenEndpointCounter, browser_sign_in: Callab
     import jwt
     from flask import session
 
-    from webapp import auth, create_app
+    from webapp import auth, create_app, tokens
 
     app = create_app(webapp_config(emu, workdir / "sessions-in-process"))
     before_sign_in = counter.count
@@ -511,14 +511,14 @@ def bench_token(emu: Any, counter: TokenEndpointCounter, browser_sign_in: Callab
     with app.test_request_context("/", headers=headers):
         if auth.current_user() is None:
             raise RuntimeError("the request context has no signed-in session")
-        token = auth.get_access_token()
+        token = tokens.get_access_token()
     # The emulator's access tokens are JWTs; only their lifetime is read here.
     seconds_left = jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()
-    token_ms = ms_per_request(app, headers, auth.get_access_token, args.calls, args.repeats)
+    token_ms = ms_per_request(app, headers, tokens.get_access_token, args.calls, args.repeats)
     session_read_ms = ms_per_request(app, headers, lambda: session.get(auth.USER), args.calls,
                                      args.repeats)
     with app.test_request_context("/", headers=headers):
-        if auth.get_access_token() != token:
+        if tokens.get_access_token() != token:
             raise RuntimeError("get_access_token() returned another token: it was not cached")
     return TokenResult(session_read_ms, token_ms, sign_in_calls, counter.count - calls_before,
                        seconds_left)
@@ -571,7 +571,7 @@ def report(pages: PageResult, token: TokenResult, args: argparse.Namespace) -> l
           f"signed-in session ({args.calls} calls x {args.repeats} repeats, median)")
     print(f"   {'call (+ the end of its request)':<46}{'ms/call':>10}")
     print(f"   {'baseline: session read':<46}{token.session_read_ms:>10.4f}")
-    print(f"   {'webapp.auth.get_access_token()':<46}{token.token_ms:>10.4f}")
+    print(f"   {'webapp.tokens.get_access_token()':<46}{token.token_ms:>10.4f}")
     print(f"   {'difference':<46}{token.net_ms:>10.4f}")
     token_ok = token.token_ms <= TOKEN_MS_TARGET
     print(f"   get_access_token(): {token.token_ms:.3f} ms  (target <= {TOKEN_MS_TARGET} ms)  "

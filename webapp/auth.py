@@ -6,7 +6,8 @@
   GET  /logout            a confirmation form (a GET never signs out)
   POST /logout            with its CSRF token: end the session here, then at the provider
 
-and what the pages use: current_user(), login_required, get_access_token().
+and what the pages use: current_user(), login_required; their access tokens come from
+tokens.get_access_token().
 
 Where things live: a pending sign-in (MSAL's flow: state, nonce, PKCE verifier) is a server-side
 record keyed by its `state`, single use, bound to the browser by a short-lived cookie. Tokens live
@@ -78,15 +79,6 @@ CSRF_TOKEN = "csrf_token"
 SIGNED_IN_AT = sessions.SIGNED_IN_AT  # the stored session expires SESSION_LIFETIME after it
 LAST_SEEN = sessions.LAST_SEEN  # the session's last request, recorded at most once a minute
 PENDING_CLAIMS = "pending_claims_challenge"
-
-# MSAL renews an access token with less than this left; and how much longer a token must last to
-# be served from the cache for the rest of a request.
-MSAL_EXPIRY_SKEW_SECONDS = 5 * 60
-RENEWAL_MARGIN_SECONDS = 30
-
-# Token-endpoint errors that say "later", not "sign in again".
-PROVIDER_BUSY_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
-
 
 class SignInRequired(Exception):
     """Raised where a page needs a (fresh) sign-in; answered with a sign-in page or redirect."""
@@ -532,8 +524,8 @@ def end_signed_in_session() -> None:
 def update_stored_session(changes: dict[str, Any], wait: float | None = None) -> bool:
     """Change keys of the stored session (None removes one), under its lock, on the stored copy.
     Not through this request's copy, which Flask-Session saves whole at the end of the request:
-    that could undo a token renewal another request saved meanwhile (see get_access_token), or
-    bring back a session that ended (a sign-out, a back-channel logout). False if it is gone."""
+    that could undo a token renewal another request saved meanwhile (tokens.get_access_token),
+    or bring back a session that ended (a sign-out, a back-channel logout). False if it's gone."""
     store = current_app.session_interface
     with store.lock(session.sid, renewal_seconds(), wait=wait):
         stored = store.load_now(session.sid)
@@ -558,120 +550,10 @@ def login_required(view: Callable[..., ResponseReturnValue]
     return wrapper
 
 
-def get_access_token(claims_challenge: str | None = None) -> str:
-    """An access token for SCOPE: from the session's cache while valid (no network), refreshed
-    with the refresh token when near expiry, or re-acquired with a CAE claims challenge.
-
-    Why a lock, not a merge: renewing is a read-modify-write of the session's token cache, and
-    a refresh token may be single use. Two requests of one user renewing at once would both
-    spend the same refresh token; a provider that rotates refresh tokens with reuse detection
-    (RFC 9700 4.14.2; the emulator does) refuses the second and revokes the whole token family,
-    and in any case whichever request saves its session last overwrites the other's newer cache.
-    Merging the caches afterwards cannot un-spend a refresh token, so renewals take turns under
-    a per-session lock in the session store (Redis, or a lock file: it holds across processes
-    and instances). Under it, the request re-reads the stored session (another request may just
-    have renewed it; MSAL then answers from that cache), renews if still needed, and saves
-    before letting go. A valid cached token, the common case, takes no lock and no store trip.
-    """
-    app = session_msal_app()
-    if claims_challenge is None and has_fresh_access_token(app, session_account(app)):
-        return acquire_token_silently(app, None)
-    store = current_app.session_interface
-    with store.lock(session.sid, renewal_seconds()):
-        reload_session()
-        app = session_msal_app()
-        try:
-            return acquire_token_silently(app, claims_challenge)
-        finally:
-            if session.modified:
-                store.save_now(current_app, session)
-
-
-def acquire_token_silently(app: msal.ConfidentialClientApplication,
-                           claims_challenge: str | None) -> str:
-    ident = identity()
-    account = session_account(app)
-    with provider_calls(ident.settings.authority_url):
-        result = app.acquire_token_silent_with_error(
-            list(ident.settings.scopes), account, claims_challenge=claims_challenge)
-    if result and result.get("error") in PROVIDER_BUSY_ERRORS:
-        raise ProviderError("The identity provider is busy and could not renew your access; "
-                            "try again in a moment.", url=ident.settings.authority_url)
-    if not result or "error" in result or "access_token" not in result:
-        if claims_challenge:
-            raise SignInRequired("Microsoft Graph asks you to sign in again.",
-                                 claims_challenge=claims_challenge)
-        log.info("Silent token acquisition refused: %s", (result or {}).get("error", "no token"))
-        end_session()
-        raise SignInRequired("Your sign-in has expired or was revoked. Please sign in again.")
-    if "id_token" in result:
-        check_refreshed_id_token(result["id_token"])
-    if app.token_cache.has_state_changed:  # refreshed: keep the new tokens
-        session[TOKEN_CACHE] = ident.seal(app.token_cache.serialize())
-        app.token_cache.has_state_changed = False
-    return result["access_token"]
-
-
-def session_account(app: msal.ConfidentialClientApplication) -> dict[str, Any]:
-    account = next((a for a in app.get_accounts()
-                    if a.get("home_account_id") == session.get(ACCOUNT_ID)), None)
-    if account is None:
-        end_session()
-        raise SignInRequired("Your sign-in has ended. Please sign in again.")
-    return account
-
-
-def has_fresh_access_token(app: msal.ConfidentialClientApplication,
-                           account: dict[str, Any]) -> bool:
-    """Whether MSAL will answer from the cache without renewing: MSAL's own rule (renew under 5
-    minutes left, or past `refresh_on`) with a margin for the time this request still takes."""
-    now = time.time()
-
-    def served_from_cache(entry: dict[str, Any]) -> bool:
-        lasts = int(entry["expires_on"]) - now > MSAL_EXPIRY_SKEW_SECONDS + RENEWAL_MARGIN_SECONDS
-        aging = "refresh_on" in entry and int(entry["refresh_on"]) - now <= RENEWAL_MARGIN_SECONDS
-        return lasts and not aging
-
-    entries = app.token_cache.search(
-        msal.TokenCache.CredentialType.ACCESS_TOKEN, target=list(identity().settings.scopes),
-        query={"home_account_id": account["home_account_id"]})
-    return any(served_from_cache(entry) for entry in entries)
-
-
 def renewal_seconds() -> float:
     """How long a renewal may hold the session's lock (and a waiting request wait): the token
     request, a connect retry and a key-set fetch, each bounded by HTTP_TIMEOUT."""
     return 3 * identity().settings.http_timeout + 5
-
-
-def reload_session() -> None:
-    """Replace this request's copy of the session (read when the request began) by the stored
-    one, and the MSAL app by one holding the stored token cache."""
-    stored = current_app.session_interface.load_now(session.sid)
-    app = g.pop("msal_app", None)
-    if app is not None:
-        identity().give_back(app)
-    if not stored or USER not in stored:  # signed out meanwhile, in another tab
-        end_session()
-        raise SignInRequired("Your sign-in has ended. Please sign in again.")
-    session.clear()
-    session.update(stored)
-    session.modified = False
-
-
-def check_refreshed_id_token(id_token: str) -> None:
-    """OIDC Core 12.2: an ID token from a refresh must be valid and for the same iss and sub."""
-    try:
-        claims = identity().provider.validate_id_token(
-            id_token, same_as=session.get(ID_TOKEN_CLAIMS, {}))
-    except IdTokenError as exc:
-        log.warning("Refreshed ID token rejected, ending the session: %s", exc)
-        end_session()
-        raise AppError(401, "Signed out", "The identity provider returned an invalid ID token "
-                       "while renewing your sign-in, so you were signed out.",
-                       detail=f"Reason: {exc}.", offer_sign_in=True) from None
-    session[ID_TOKEN_CLAIMS] = claims
-    session[USER] = user_from_claims(claims)
 
 
 def session_msal_app() -> msal.ConfidentialClientApplication:

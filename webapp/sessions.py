@@ -10,7 +10,7 @@ Flask-Session does not do by itself:
 - Redis being unreachable is a clear 503 page, never a stack trace, and the app recovers on its
   own when Redis answers again (redis-py reconnects on the next command);
 - a per-session lock, and loading/saving a session at once rather than at the end of the request,
-  for renewing tokens without losing a newer token cache (see auth.get_access_token).
+  for renewing tokens without losing a newer token cache (see tokens.get_access_token).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, render_template, session
 from flask.typing import ResponseReturnValue
 
-from . import auth
+from . import auth, tokens
 from .errors import AppError
 from .graph import claims_challenge, graph_error, photo_data_uri
 
@@ -60,12 +60,12 @@ def index() -> ResponseReturnValue:
 @auth.login_required
 def call_graph() -> ResponseReturnValue:
     graph = current_app.extensions["webapp"].graph
-    token = auth.get_access_token()
+    token = tokens.get_access_token()
     result = graph.get(graph.endpoint, token)
     challenge = claims_challenge(result)
     if challenge:
         # Continuous access evaluation: get a token that satisfies the claims, then retry once.
-        token = auth.get_access_token(claims_challenge=challenge)
+        token = tokens.get_access_token(claims_challenge=challenge)
         result = graph.get(graph.endpoint, token)
     if not result.ok:
         raise graph_error(result)
