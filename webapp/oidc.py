@@ -153,12 +153,18 @@ class Provider:
     # -- metadata --------------------------------------------------------------------------
 
     def metadata(self) -> ProviderMetadata:
+        if self._metadata is not None and not self._metadata_stale():
+            # Without the lock: a key-set fetch holding it (a token with an unknown kid) must
+            # not stall every sign-in and sign-out that only needs the known metadata.
+            return self._metadata
         with self._lock:
-            stale = self._clock() - self._metadata_fetched_at > METADATA_LIFETIME_SECONDS
-            if self._metadata is None or stale:
+            if self._metadata is None or self._metadata_stale():
                 self._metadata = self._fetch_metadata()
                 self._metadata_fetched_at = self._clock()
             return self._metadata
+
+    def _metadata_stale(self) -> bool:
+        return self._clock() - self._metadata_fetched_at > METADATA_LIFETIME_SECONDS
 
     def cached_metadata(self) -> ProviderMetadata | None:
         return self._metadata

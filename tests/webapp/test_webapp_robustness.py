@@ -283,3 +283,27 @@ def test_msal_logs_are_redacted_from_every_msal_logger(make_app, caplog, logger_
     assert caplog.records, "the record was not logged at all"
     assert "SECRETCODE" not in caplog.text and "SECRETRT" not in caplog.text
     assert "[redacted]" in caplog.text
+
+
+def test_a_slow_key_fetch_does_not_hold_up_sign_ins(emulator) -> None:
+    """A token with an unknown kid makes the provider re-read its keys under its lock; reading
+    the already known metadata (every sign-in and sign-out does) must not wait for that."""
+    provider = Provider(OutboundSession(5, str(emulator.ca_bundle)), emulator.authority,
+                        registered_app(emulator).app_id)
+    known = provider.metadata()
+    fetching = threading.Event()
+    done = threading.Event()
+
+    def slow_key_fetch() -> None:
+        with provider._lock:  # as _refresh_keys holds it while the JWKS endpoint is slow
+            fetching.set()
+            done.wait(5)
+
+    holder = threading.Thread(target=slow_key_fetch)
+    holder.start()
+    fetching.wait(5)
+    began = time.monotonic()
+    assert provider.metadata() is known
+    assert time.monotonic() - began < 0.5
+    done.set()
+    holder.join(5)
