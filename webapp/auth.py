@@ -57,7 +57,7 @@ from msal.exceptions import MsalServiceError
 
 from . import backchannel, sessions
 from .config import Settings
-from .errors import AppError, from_oauth_error
+from .errors import STORE_UNAVAILABLE, AppError, from_oauth_error
 from .oidc import ENTRA_TENANT_TEMPLATE, IdTokenError, Provider, ProviderError, unreachable
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ bp = Blueprint("auth", __name__)
 
 SIGN_IN_TTL_SECONDS = 600  # how long a started sign-in may take
 SIGN_IN_LOCK_SECONDS = 5  # taking a pending sign-in is a read and a delete
+DESTROY_LOCK_WAIT_SECONDS = 1
 BINDING_COOKIE = "signin_binding"
 SIGN_OUT_STATE_COOKIE = "signout_state"
 SIGN_OUT_STATE_SECONDS = 600  # how long the provider's sign-out pages may take
@@ -215,7 +216,10 @@ def login() -> ResponseReturnValue:
 
     auth_uri = start_sign_in(next_path, binding, previous_session_id, claims_challenge)
     if claims_challenge:
-        update_stored_session({PENDING_CLAIMS: None})  # it now travels in the pending sign-in
+        # It now travels in the pending sign-in. Left behind (the session busy renewing), it
+        # only asks for the same claims once more at the next sign-in.
+        with contextlib.suppress(sessions.SessionBusy):
+            update_stored_session({PENDING_CLAIMS: None}, wait=0)
 
     response = redirect(auth_uri, 302)
     form_post = settings.response_mode == "form_post"
@@ -371,7 +375,7 @@ def start_session(claims: dict[str, Any], serialized_cache: str, account_id: str
                   record: dict[str, Any]) -> None:
     """A new session id for the signed-in user (no fixation); older sessions of this browser end."""
     for older in {session.sid if session else None, record.get("previous_session_id")} - {None}:
-        end_older_session(older)
+        destroy_stored_session(older)
     current_app.session_interface.regenerate(session)
     session.clear()
     # Indexed first: if that fails, the session stays empty and nothing is saved.
@@ -384,27 +388,19 @@ def start_session(claims: dict[str, Any], serialized_cache: str, account_id: str
     session[SIGNED_IN_AT] = session[LAST_SEEN] = int(time.time())
 
 
-def end_older_session(session_id: str) -> None:
-    """End a session this browser had before signing in again. Its lock is waited for only
-    briefly: the new sign-in's code is already redeemed and must not be lost to a renewal that
-    holds it; then the session is deleted unlocked (a renewal could write it back, but no cookie
-    points at it any more, and it expires)."""
-    try:
-        destroy_stored_session(session_id, wait=SIGN_IN_LOCK_SECONDS)
-    except sessions.SessionBusy:
-        log.warning("An older session of this browser was busy; deleting it without its lock")
-        interface = current_app.session_interface
-        interface._delete_session(interface._get_store_id(session_id))
-
-
-def destroy_stored_session(session_id: str, wait: float | None = None) -> None:
-    """Delete a stored session (token cache included) under its lock, so that a token renewal in
-    progress cannot write it back after; waits for the lock at most `wait` (default: as long as
-    a renewal may hold it)."""
+def destroy_stored_session(session_id: str) -> None:
+    """Delete a stored session (token cache included). The store marks it ended, so that a token
+    renewal in progress cannot write it back after (sessions.SignInBoundSessions); its lock is
+    still taken if it comes soon, which leaves not even the instant between a renewal's check
+    of that mark and its write. A renewal may hold the lock for long (a slow provider): a page,
+    a sign-in or a sign-out does not wait for it."""
     interface = current_app.session_interface
-    with interface.lock(session_id, renewal_seconds(), wait=wait):
-        # Flask-Session 0.8 has no public call to delete another session by id.
-        interface._delete_session(interface._get_store_id(session_id))
+    store_id = interface._get_store_id(session_id)  # Flask-Session 0.8: no public call for this
+    try:
+        with interface.lock(session_id, renewal_seconds(), wait=DESTROY_LOCK_WAIT_SECONDS):
+            interface._delete_session(store_id)
+    except sessions.SessionBusy:
+        interface._delete_session(store_id)
 
 
 def user_from_claims(claims: dict[str, Any]) -> dict[str, str]:
@@ -515,8 +511,8 @@ def current_user() -> dict[str, str] | None:
 
 
 def end_signed_in_session() -> None:
-    """Sign out here: the stored session first, under its lock (a renewal in another tab holding
-    it would otherwise write it back when done), then this request's copy and the cookie."""
+    """Sign out here: the stored session first, for good (a renewal in another tab must not write
+    it back when done), then this request's copy and the cookie."""
     destroy_stored_session(session.sid)
     end_session()
 
@@ -585,11 +581,20 @@ def end_session() -> None:
 def sign_in_required(exc: SignInRequired) -> ResponseReturnValue:
     next_path = safe_next_path(request.full_path.rstrip("?"))
     # Interactive step-up for a claims challenge: the challenge rides server-side (unless the
-    # session ended meanwhile: then a plain sign-in).
-    if exc.claims_challenge and update_stored_session({PENDING_CLAIMS: exc.claims_challenge}):
+    # session ended meanwhile, or cannot be changed right now: then a plain sign-in, after which
+    # Graph asks for the claims again).
+    if exc.claims_challenge and remember_claims_challenge(exc.claims_challenge):
         return redirect(url_for("auth.login", next=next_path), 303)
     error = AppError(401, "Please sign in again", exc.message, offer_sign_in=True)
     return render_template("error.html", error=error, next_path=next_path), 401
+
+
+def remember_claims_challenge(claims_challenge: str) -> bool:
+    try:
+        return update_stored_session({PENDING_CLAIMS: claims_challenge},
+                                     wait=SIGN_IN_LOCK_SECONDS)
+    except (sessions.SessionBusy, *STORE_UNAVAILABLE):
+        return False
 
 
 # --------------------------------------------------------------------------------------------

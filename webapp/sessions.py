@@ -49,6 +49,7 @@ LAST_SEEN = "last_seen"  # stamped at sign-in, then by a request at most every A
 # most this often, not on every request. SESSION_IDLE_TIMEOUT is at least twice as long.
 ACTIVITY_RECORD_SECONDS = 60
 LOCK_POLL_SECONDS = 0.01
+ENDED_PREFIX = "ended:"
 REDIS_TIMEOUT_SECONDS = 3
 
 
@@ -63,10 +64,22 @@ class SessionBusy(AppError):
 class SignInBoundSessions:
     """What both stores share (a mixin for Flask-Session's interfaces)."""
 
-    idle_timeout: float | None = None  # SESSION_IDLE_TIMEOUT, set by configure_session_store
+    # Set by configure_session_store: SESSION_IDLE_TIMEOUT, and SESSION_LIFETIME (the longest a
+    # session can live, so how long the mark of an ended one must last).
+    idle_timeout: float | None = None
+    ended_mark_seconds: int = 31 * 86400
+
+    def _delete_session(self, store_id: str) -> None:
+        # Marked ended for good: a request that still holds a copy (a token renewal in another
+        # tab, a page that changed its session) must not write it back after a sign-out.
+        super()._delete_session(store_id)  # type: ignore[misc]
+        self._mark_ended(ENDED_PREFIX + store_id)
 
     def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession,
                         store_id: str) -> None:
+        if self._is_marked_ended(ENDED_PREFIX + store_id):
+            log.info("Not saving a session that has ended meanwhile")
+            return
         # Flask-Session gives every write the full lifetime; a signed-in session has only what
         # is left of it, and ends in the store too when left idle (not only at the next request).
         signed_in_at = session.get(SIGNED_IN_AT)
@@ -119,6 +132,12 @@ class RedisSessions(SignInBoundSessions, RedisSessionInterface):
             response.headers.pop("Location", None)
             response.headers["Retry-After"] = str(error.retry_after)
 
+    def _mark_ended(self, key: str) -> None:
+        self.client.set(key, b"1", ex=self.ended_mark_seconds)
+
+    def _is_marked_ended(self, key: str) -> bool:
+        return bool(self.client.exists(key))
+
     @contextlib.contextmanager
     def lock(self, session_id: str, seconds: float, wait: float | None = None
              ) -> Iterator[None]:
@@ -144,6 +163,14 @@ class FileSessions(SignInBoundSessions, CacheLibSessionInterface):
         self.lock_dir = lock_dir
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         self.recent = RecentSessions(lock_dir / "generations")
+
+    def _mark_ended(self, key: str) -> None:
+        if not self.cache.set(key, True, timeout=self.ended_mark_seconds):
+            # The session itself is gone; only the guard against a late write-back is missing.
+            log.warning("Could not mark an ended session in the file store")
+
+    def _is_marked_ended(self, key: str) -> bool:
+        return self.cache.has(key)
 
     def load_now(self, session_id: str) -> dict[str, Any] | None:
         # Never from memory: what renewals read under the lock must be the file, whatever
@@ -249,6 +276,7 @@ class RecentSessions:
 
     def changed(self, store_id: str) -> None:
         """After this process wrote or deleted the session: every process's copy is stale."""
+        self._check_file()  # a replaced file would not tell the processes that mapped the new one
         at = self._slot(store_id)
         self._generations[at:at + 8] = secrets.token_bytes(8)
         with self._lock:
@@ -379,4 +407,5 @@ def configure_session_store(app: Flask, settings: Settings) -> Records:
         app.session_interface = FileSessions(app, client=sessions, lock_dir=directory / "locks",
                                              **options)
     app.session_interface.idle_timeout = settings.session_idle_timeout
+    app.session_interface.ended_mark_seconds = settings.session_lifetime
     return records

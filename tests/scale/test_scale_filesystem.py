@@ -119,3 +119,12 @@ def stored_expiries(folder: Path) -> list[int]:
                 if isinstance(pickle.load(stored), dict):  # not cachelib's item counter
                     expiries.append(expires)
     return expiries
+
+
+def test_a_write_right_after_the_file_was_replaced_still_reaches_every_process(tmp_path):
+    before = RecentSessions(tmp_path / "generations")
+    (tmp_path / "generations").unlink()
+    after = RecentSessions(tmp_path / "generations")
+    after.put("session:a", after.generation("session:a"), {"user": "Adele"})
+    before.changed("session:a")  # at once, not a FILE_CHECK_SECONDS later
+    assert after.get("session:a", after.generation("session:a")) is None

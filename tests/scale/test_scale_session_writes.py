@@ -37,3 +37,26 @@ def test_signed_in_pages_do_not_rewrite_the_stored_session(make_instance, store_
         assert "Set-Cookie" not in page.headers
     assert ADELE in browser.get("/graph").get_data(as_text=True)  # the token is still cached
     assert writes == []
+
+
+def test_an_ended_session_is_never_written_back(make_instance, store_settings, emulator,
+                                                browser_sign_in):
+    """A request that still holds a copy of the session (a token renewal in another tab, a page
+    that changed its session) saves it after a sign-out: the store refuses it."""
+    app = make_instance(**store_settings)
+    browser = Browser(Balancer(app), emulator, browser_sign_in)
+    assert browser.sign_in().status_code == 303
+    session_id = browser.session_id()
+    interface = app.session_interface
+    stale = interface.load_now(session_id)
+    page = browser.get("/").get_data(as_text=True)
+    csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+    assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 303
+
+    interface._upsert_session(app.permanent_session_lifetime,
+                              interface.session_class(stale, sid=session_id),
+                              interface._get_store_id(session_id))
+    assert interface.load_now(session_id) is None
+    stolen = browser.tab()
+    stolen.client.set_cookie("session", session_id)
+    assert ADELE not in stolen.get("/").get_data(as_text=True)

@@ -19,6 +19,7 @@ from tests.webapp.webapp_support import (
     stored_sessions,
     token_cache_of,
 )
+from webapp import auth
 
 
 @pytest.fixture
@@ -211,3 +212,40 @@ def test_concurrent_users_never_get_each_others_tokens(make_app, emulator, brows
         other = "Megan Bowen" if name == "Adele Vance" else "Adele Vance"
         assert f'<h1 class="profile-name">{name}</h1>' in page
         assert other not in page
+
+
+def test_an_expired_session_ends_at_once_while_another_tab_renews(app, browser):
+    """The renewal holds the session's lock (perhaps for long, on a slow provider): the page
+    that finds the session expired does not wait for it, and the session stays ended."""
+    browser.sign_in()
+    idle_timeout = app.extensions["webapp"].settings.session_idle_timeout
+    change_stored_session(app, browser, last_seen=int(time.time()) - idle_timeout - 1)
+    with app.session_interface.lock(browser.cookie().value, 30):
+        began = time.monotonic()
+        assert "Hello" not in browser.client.get("/").get_data(as_text=True)
+        assert time.monotonic() - began < 3
+    assert stored_sessions(app) == {}
+
+
+def test_a_claims_challenge_on_a_busy_session_is_a_sign_in_page_not_a_500(app, browser,
+                                                                          monkeypatch):
+    browser.sign_in()
+    monkeypatch.setattr(auth, "SIGN_IN_LOCK_SECONDS", 0.2)
+    with app.session_interface.lock(browser.cookie().value, 30), app.test_request_context(
+            "/graph", headers={"Cookie": f"session={browser.cookie().value}"}):
+        response = app.make_response(auth.sign_in_required(
+            auth.SignInRequired("Microsoft Graph asks you to sign in again.",
+                                claims_challenge="eyJhY2Nlc3NfdG9rZW4iOnt9fQ")))
+    assert response.status_code == 401
+    assert "Sign in again" in response.get_data(as_text=True)
+
+
+def test_sign_in_with_a_pending_claims_challenge_does_not_wait_for_a_renewal(app, browser):
+    browser.sign_in()
+    change_stored_session(app, browser, pending_claims_challenge="eyJhY2Nlc3NfdG9rZW4iOnt9fQ")
+    with app.session_interface.lock(browser.cookie().value, 30):
+        began = time.monotonic()
+        response = browser.client.get("/login")
+        assert time.monotonic() - began < 1
+    assert response.status_code == 302
+    assert "claims=" in response.headers["Location"]
