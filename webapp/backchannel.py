@@ -6,8 +6,8 @@ server, without the user's browser.
 The request carries no session cookie and no CSRF token (the provider sends it), so everything
 rests on the token: checked as §2.6 says, with the provider's keys and the ID token's rules
 (webapp/oidc.py). A valid token ends the sessions its `sid` (or, without one, its `sub`) names
-that signed in by the token's `iat` (plus the clock skew); any failure is a 400 in OAuth's error
-shape (§2.8).
+whose ID token was issued by the token's `iat`; any failure is a 400 in OAuth's error shape
+(§2.8). Both times are the provider's, so they compare without any allowance for clock skew.
 
 A token of any age is accepted (§2.6 sets no limit), so a provider retrying after an outage of the
 app still ends the session. Ending only sessions signed in by its iat is what makes that safe: a
@@ -15,9 +15,13 @@ token, replayed or late, cannot end a sign-in that came after it. Its `jti` is r
 while only to refuse a replay without redoing the work.
 
 Finding those sessions needs an index, since the store is keyed by session id only: at sign-in,
-remember_session() records the new session id and its sign-in time under (iss, sid) and
+remember_session() records the new session id and its ID token's iat under (iss, sid) and
 (iss, sub) in the shared index store, so every process and instance sharing the sessions finds
 it. A write the store does not make is a store failure (503 at sign-in, 400 here), never ignored.
+
+A sign-in still completing when its logout token comes (its code being redeemed) is not indexed
+yet, so the logout also leaves a marker, its iat under its (iss, sid) or (iss, sub), and a
+sign-in whose ID token was issued by then is refused instead of starting a session.
 
 Entra does not send logout tokens; the endpoint serves generic providers (OIDC_AUTHORITY). It is
 always there, and only ever acts on a token the configured provider signed.
@@ -42,7 +46,6 @@ from . import auth
 from .errors import STORE_UNAVAILABLE, AppError, session_store_unavailable
 from .oidc import (
     ALLOWED_ALGORITHMS,
-    CLOCK_SKEW_SECONDS,
     IdTokenError,
     Provider,
     ProviderError,
@@ -65,6 +68,9 @@ LOCK_SECONDS = 5  # the locked steps are one read and one write of the index sto
 SID_INDEX = "backchannel:sid:"
 SUB_INDEX = "backchannel:sub:"
 SEEN_JTI = "backchannel:jti:"
+# Logged-out markers, keyed like the index: the latest iat of a logout token for that key.
+ENDED_SID = "backchannel:ended:sid:"
+ENDED_SUB = "backchannel:ended:sub:"
 
 
 class LogoutTokenError(Exception):
@@ -231,30 +237,88 @@ def _check_claims(claims: dict[str, Any]) -> None:
 
 def remember_session(claims: dict[str, Any], session_id: str) -> None:
     """At sign-in, after the ID token was validated: index the new session under its provider
-    session (sid, if the ID token has one) and its user (sub), with its sign-in time, for as long
-    as it can live. Raises the store-unavailable AppError if the store does not keep it: a
-    session no logout token could find must not start."""
+    session (sid, if the ID token has one) and its user (sub), with its ID token's iat, for as
+    long as it can live. Raises the store-unavailable AppError if the store does not keep it (a
+    session no logout token could find must not start), and a 401 AppError if a logout token
+    already ended this sign-in."""
     settings = current_app.extensions["webapp"].settings
-    now = time.time()
-    entry = {"session": session_id, "sub": claims["sub"], "since": now,
-             "until": now + settings.session_lifetime}
-    _add_to_index(SUB_INDEX + _digest(claims["iss"], claims["sub"]), entry)
-    sid = claims.get("sid")
-    if isinstance(sid, str) and sid:
-        _add_to_index(SID_INDEX + _digest(claims["iss"], sid), entry)
+    since = issued_at(claims)
+    entry = {"session": session_id, "sub": claims["sub"], "since": since,
+             "until": time.time() + settings.session_lifetime}
+    keys = _index_and_marker_keys(claims)
+    for index_key, _ in keys:
+        _add_to_index(index_key, entry)
+    # Checked after indexing, as end_sessions writes its marker before reading the index: of a
+    # sign-in and a logout at once, one of the two then always sees the other.
+    if _logged_out_since([marker_key for _, marker_key in keys], since):
+        log.warning("Sign-in refused: a logout token ended it while it was completing")
+        raise AppError(401, "Signed out by your identity provider",
+                       "Your identity provider ended this sign-in (it signed you out) while it "
+                       "was completing. Please sign in again.", offer_sign_in=True)
+
+
+def issued_at(claims: dict[str, Any]) -> float:
+    """The ID token's iat: the provider's clock, as a logout token's iat is. Validation requires
+    it; the app's clock only in case it is somehow missing."""
+    iat = claims.get("iat")
+    if isinstance(iat, int | float) and not isinstance(iat, bool):
+        return iat
+    return time.time()
 
 
 def end_sessions(claims: dict[str, Any]) -> int:
-    """End the sessions the logout token names that signed in by its iat; return how many were
-    indexed (some may have ended already). With a sid: that provider session's (and, if the
-    token has a sub, only those of that user); without: all of the user's."""
-    # + skew: a session the provider saw before the logout may carry a later time by our clock.
-    signed_in_by = claims["iat"] + CLOCK_SKEW_SECONDS
+    """End the sessions the logout token names whose ID token was issued by its iat; return how
+    many were indexed (some may have ended already). With a sid: that provider session's (and,
+    if the token has a sub, only those of that user); without: all of the user's. Marks the
+    sid (or sub) logged out first, for sign-ins not indexed yet."""
+    _mark_logged_out(claims)
     if "sid" in claims:
         key = SID_INDEX + _digest(claims["iss"], claims["sid"])
-        return _end_indexed_sessions(key, sub=claims.get("sub"), signed_in_by=signed_in_by)
+        return _end_indexed_sessions(key, sub=claims.get("sub"), signed_in_by=claims["iat"])
     key = SUB_INDEX + _digest(claims["iss"], claims["sub"])
-    return _end_indexed_sessions(key, sub=None, signed_in_by=signed_in_by)
+    return _end_indexed_sessions(key, sub=None, signed_in_by=claims["iat"])
+
+
+def _index_and_marker_keys(claims: dict[str, Any]) -> list[tuple[str, str]]:
+    """The index keys an ID token's session goes under, each with its logged-out marker's key:
+    its user's (iss, sub) and, if it has one, its provider session's (iss, sid)."""
+    sub = _digest(claims["iss"], claims["sub"])
+    keys = [(SUB_INDEX + sub, ENDED_SUB + sub)]
+    sid = claims.get("sid")
+    if isinstance(sid, str) and sid:
+        digest = _digest(claims["iss"], sid)
+        keys.append((SID_INDEX + digest, ENDED_SID + digest))
+    return keys
+
+
+def _mark_logged_out(claims: dict[str, Any]) -> None:
+    """Record the logout token's iat under its (iss, sid), or without a sid its (iss, sub),
+    keeping a later one already there. Kept as long as a session lives: far longer than any
+    sign-in takes to complete, without guessing how long that is."""
+    if "sid" in claims:
+        key = ENDED_SID + _digest(claims["iss"], claims["sid"])
+    else:
+        key = ENDED_SUB + _digest(claims["iss"], claims["sub"])
+    settings = current_app.extensions["webapp"].settings
+    records = _index_store()
+    # Locked: of two logouts at once, the later iat must be the one kept.
+    with current_app.session_interface.lock(key, LOCK_SECONDS):
+        earlier = _marker(records, key)
+        latest = claims["iat"] if earlier is None else max(earlier, claims["iat"])
+        _store(records, key, latest, settings.session_lifetime)
+
+
+def _logged_out_since(marker_keys: list[str], issued: float) -> bool:
+    """Whether a logout token for this sign-in's sid or sub was issued no earlier than its ID
+    token (iat is in whole seconds: one of the same second may be the later, so it counts)."""
+    records = _index_store()
+    markers = (_marker(records, key) for key in marker_keys)
+    return any(logged_out is not None and logged_out >= issued for logged_out in markers)
+
+
+def _marker(records: BaseCache, key: str) -> float | None:
+    value = records.get(key)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _add_to_index(key: str, entry: dict[str, Any]) -> None:

@@ -78,19 +78,81 @@ def index_store(app):
     return app.extensions["webapp"].records.session_index
 
 
-def backdate_sign_in(app, browser: Browser, seconds: float) -> None:
-    """As if the browser's session had signed in `seconds` earlier: the sign-in time its index
-    entries record (what a logout token's iat is compared with)."""
-    claims, session_id = signed_in_claims(app, browser), browser.cookie().value
-    store = index_store(app)
-    for prefix, value in ((backchannel.SUB_INDEX, claims["sub"]),
-                          (backchannel.SID_INDEX, claims["sid"])):
-        key = prefix + backchannel._digest(claims["iss"], value)
+def index_keys(claims: dict[str, Any]) -> list[str]:
+    """The index keys a session of these ID-token claims goes under: its sub's and its sid's."""
+    return [prefix + backchannel._digest(claims["iss"], value)
+            for prefix, value in ((backchannel.SUB_INDEX, claims["sub"]),
+                                  (backchannel.SID_INDEX, claims["sid"]))]
+
+
+def sign_in_times(app, browser: Browser) -> list[float]:
+    """The sign-in time (what a logout token's iat is compared with) the browser's session has
+    in each of its index entries."""
+    session_id = browser.cookie().value
+    return [e["since"] for key in index_keys(signed_in_claims(app, browser))
+            for e in index_store(app).get(key) if e["session"] == session_id]
+
+
+def set_sign_in_time(app, browser: Browser, since: float) -> None:
+    """As if the browser's session had signed in with an ID token issued at `since`: the time its
+    index entries record."""
+    session_id, store = browser.cookie().value, index_store(app)
+    for key in index_keys(signed_in_claims(app, browser)):
         entries = store.get(key)
         ours = [e for e in entries if e["session"] == session_id]
         assert len(ours) == 1, entries
-        ours[0]["since"] -= seconds
+        ours[0]["since"] = since
         assert store.set(key, entries, timeout=int(max(e["until"] for e in entries) - time.time()))
+
+
+def backdate_sign_in(app, browser: Browser, seconds: float) -> None:
+    """As if the browser's session had signed in `seconds` earlier."""
+    set_sign_in_time(app, browser, sign_in_times(app, browser)[0] - seconds)
+
+
+def logged_out_marker(app, claims: dict[str, Any]):
+    """The logged-out marker a logout token with these claims leaves: its iat, or a later one."""
+    if "sid" in claims:
+        key = backchannel.ENDED_SID + backchannel._digest(claims["iss"], claims["sid"])
+    else:
+        key = backchannel.ENDED_SUB + backchannel._digest(claims["iss"], claims["sub"])
+    return index_store(app).get(key)
+
+
+def naming(of: dict[str, Any], by: str) -> dict[str, Any]:
+    """Logout claims naming the session of the ID-token claims `of` by its sid, or by its user's
+    sub alone."""
+    return {"sid": of["sid"]} if by == "sid" else {"sid": REMOVE, "sub": of["sub"]}
+
+
+@contextlib.contextmanager
+def when_code_redeemed(app, action: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """Run `action` with the new ID token's claims when the provider answers the app's code
+    redemption: the ID token is issued, and the app has not yet started the session."""
+    hooks = app.extensions["webapp"].http.hooks["response"]
+
+    def hook(response, *args: Any, **kwargs: Any):
+        body = response.request.body or ""
+        if "grant_type=authorization_code" in (body.decode() if isinstance(body, bytes) else body):
+            id_token = response.json()["id_token"]
+            action(jwt.decode(id_token, options={"verify_signature": False}))
+        return response
+
+    hooks.append(hook)
+    try:
+        yield
+    finally:
+        hooks.remove(hook)
+
+
+def send_meanwhile(app, token: str):
+    """Send the token from another thread, as the provider does while a request of the app's is
+    under way in this one, and wait for the app's answer."""
+    responses = []
+    sender = threading.Thread(target=lambda: responses.append(send(app, token)))
+    sender.start()
+    sender.join()
+    return responses[0]
 
 
 @contextlib.contextmanager
@@ -228,7 +290,11 @@ def test_a_token_for_no_known_session_is_accepted_and_ends_nothing(app, emulator
 
 
 def test_a_replayed_token_is_refused_and_ends_no_new_session(app, emulator, adele):
-    token = sign(emulator, logout_claims(signed_in_claims(app, adele)))
+    # Issued before the sign-in that follows (iat is in whole seconds: a sign-in in the same
+    # second as a logout of its sid counts as ended by it).
+    backdate_sign_in(app, adele, 60)
+    token = sign(emulator, logout_claims(signed_in_claims(app, adele),
+                                         iat=int(time.time()) - 30))
     assert_ended(send(app, token))
     assert not is_signed_in(adele)
     # Signing in again in the same browser: the provider's SSO session, so the same sid.
@@ -241,25 +307,89 @@ def test_a_replayed_token_is_refused_and_ends_no_new_session(app, emulator, adel
     assert is_signed_in(adele)
 
 
-def test_a_late_token_ends_the_sessions_signed_in_before_it_and_only_those(app, emulator,
-                                                                           make_browser, adele,
-                                                                           megan):
+def test_a_late_token_ends_the_sessions_signed_in_by_its_iat_and_only_those(app, emulator,
+                                                                            make_browser, adele,
+                                                                            megan):
     # A provider retrying after the app was down for half an hour: its token is that old (§2.6
-    # sets no age limit). It ends the user's sessions that signed in before it was issued (or
-    # within the clock skew after), not one that signed in since.
-    adele_within_skew, adele_since = make_browser(app), make_browser(app)
+    # sets no age limit). It ends the user's sessions whose ID token was issued by its iat, not
+    # one issued a second later, nor one since: both times are the provider's clock, so there is
+    # no skew to allow for.
+    adele_at_its_iat, adele_just_after, adele_since = (make_browser(app) for _ in range(3))
+    iat = int(time.time()) - 1800
     backdate_sign_in(app, adele, 3600)
-    backdate_sign_in(app, adele_within_skew, 1800 - backchannel.CLOCK_SKEW_SECONDS // 2)
+    set_sign_in_time(app, adele_at_its_iat, iat)
+    set_sign_in_time(app, adele_just_after, iat + 1)
     of = signed_in_claims(app, adele)
-    claims = logout_claims(of, sid=REMOVE, sub=of["sub"], iat=int(time.time()) - 1800,
-                           exp=REMOVE)
+    claims = logout_claims(of, sid=REMOVE, sub=of["sub"], iat=iat, exp=REMOVE)
 
     assert_ended(send(app, sign(emulator, claims)))
 
     assert not is_signed_in(adele)
-    assert not is_signed_in(adele_within_skew)
+    assert not is_signed_in(adele_at_its_iat)
+    assert is_signed_in(adele_just_after)
     assert is_signed_in(adele_since)
     assert is_signed_in(megan)
+
+
+@pytest.mark.parametrize("by", ["sid", "sub"])
+def test_the_sign_in_time_is_the_id_tokens_iat(app, emulator, adele, by):
+    # The provider's clock, as the logout token's iat is: not the app's time at the callback.
+    of = signed_in_claims(app, adele)
+    assert sign_in_times(app, adele) == [of["iat"], of["iat"]]
+
+    assert_ended(send(app, sign(emulator, logout_claims(of, iat=of["iat"] - 1, **naming(of, by))))
+                 )
+    assert is_signed_in(adele)
+
+    assert_ended(send(app, sign(emulator, logout_claims(of, iat=of["iat"], **naming(of, by)))))
+    assert not is_signed_in(adele)
+
+
+@pytest.mark.parametrize("later_by", [1, 0])  # 0: the same second, which may be the later
+@pytest.mark.parametrize("by", ["sid", "sub"])
+def test_a_logout_while_the_sign_in_completes_refuses_it(app, emulator, browser, by, later_by):
+    # The provider signs the user out after issuing the ID token, and its logout token arrives
+    # while the app is still redeeming the code: no session is indexed yet for it to end.
+    logouts = []
+
+    def provider_signs_out(id_token: dict[str, Any]) -> None:
+        claims = logout_claims(id_token, iat=id_token["iat"] + later_by, **naming(id_token, by))
+        logouts.append(send_meanwhile(app, sign(emulator, claims)))
+
+    started = browser.start()
+    assert started.status_code == 302, started.get_data(as_text=True)
+    answer = browser.authorize(started.headers["Location"])
+    with when_code_redeemed(app, provider_signs_out):
+        response = browser.deliver(answer)
+
+    assert len(logouts) == 1
+    assert_ended(logouts[0])
+    page = response.get_data(as_text=True)
+    assert response.status_code == 401, page
+    assert "ended this sign-in (it signed you out) while it was completing" in page
+    assert "Sign in again" in page
+    assert not is_signed_in(browser)
+    assert not [s for s in stored_sessions(app).values() if auth.USER in s]
+
+
+@pytest.mark.parametrize("by", ["sid", "sub"])
+def test_a_sign_in_issued_after_a_logout_token_works(app, emulator, adele, by):
+    backdate_sign_in(app, adele, 60)
+    of = signed_in_claims(app, adele)
+    claims = logout_claims(of, iat=of["iat"] - 30, **naming(of, by))
+    assert_ended(send(app, sign(emulator, claims)))
+    assert not is_signed_in(adele)
+    # An older token afterwards does not move the marker back.
+    assert_ended(send(app, sign(emulator, {**claims, "iat": claims["iat"] - 100,
+                                           "jti": secrets.token_urlsafe(16)})))
+    assert logged_out_marker(app, claims) == claims["iat"]
+
+    # The provider's SSO session: the same sid and sub, in an ID token issued after the logout.
+    response = adele.sign_in()
+
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert is_signed_in(adele)
+    assert signed_in_claims(app, adele)["sid"] == of["sid"]
 
 
 def test_a_replay_after_its_jti_is_forgotten_ends_no_later_session(app, emulator, adele):
