@@ -70,16 +70,27 @@ class SignInBoundSessions:
     ended_mark_seconds: int = 31 * 86400
 
     def _delete_session(self, store_id: str) -> None:
-        # Marked ended for good: a request that still holds a copy (a token renewal in another
-        # tab, a page that changed its session) must not write it back after a sign-out.
-        super()._delete_session(store_id)  # type: ignore[misc]
+        # Marked ended for good, and before it goes: a request that still holds a copy (a token
+        # renewal in another tab, a page that changed its session) must not write it back after
+        # a sign-out. See _upsert_session for why the mark comes first.
         self._mark_ended(ENDED_PREFIX + store_id)
+        super()._delete_session(store_id)  # type: ignore[misc]
 
     def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession,
                         store_id: str) -> None:
-        if self._is_marked_ended(ENDED_PREFIX + store_id):
+        ended = ENDED_PREFIX + store_id
+        if self._is_marked_ended(ended):
             log.info("Not saving a session that has ended meanwhile")
             return
+        self._write_session(session_lifetime, session, store_id)
+        # Ended while this was being written? Whoever ended it marked it before deleting, so
+        # either that delete came after this write, or this check sees the mark: no order of
+        # the two leaves the session stored.
+        if self._is_marked_ended(ended):
+            super()._delete_session(store_id)  # type: ignore[misc]
+
+    def _write_session(self, session_lifetime: timedelta, session: ServerSideSession,
+                       store_id: str) -> None:
         # Flask-Session gives every write the full lifetime; a signed-in session has only what
         # is left of it, and ends in the store too when left idle (not only at the next request).
         signed_in_at = session.get(SIGNED_IN_AT)
