@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 from cachelib.base import BaseCache
+from cachelib.file import FileSystemCache
 from flask import Flask, Request, Response, g, render_template, request
 from flask_session.base import ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
@@ -50,6 +51,10 @@ LAST_SEEN = "last_seen"  # stamped at sign-in, then by a request at most every A
 ACTIVITY_RECORD_SECONDS = 60
 LOCK_POLL_SECONDS = 0.01
 ENDED_PREFIX = "ended:"
+# How long an ended session's mark lasts: only a request already holding a copy can write a
+# session back (a new request finds nothing and starts another session id), and no request lasts
+# nearly this long (gunicorn's timeout, a renewal's lease).
+ENDED_MARK_SECONDS = 3600
 REDIS_TIMEOUT_SECONDS = 3
 
 
@@ -64,10 +69,7 @@ class SessionBusy(AppError):
 class SignInBoundSessions:
     """What both stores share (a mixin for Flask-Session's interfaces)."""
 
-    # Set by configure_session_store: SESSION_IDLE_TIMEOUT, and SESSION_LIFETIME (the longest a
-    # session can live, so how long the mark of an ended one must last).
-    idle_timeout: float | None = None
-    ended_mark_seconds: int = 31 * 86400
+    idle_timeout: float | None = None  # SESSION_IDLE_TIMEOUT, set by configure_session_store
 
     def _delete_session(self, store_id: str) -> None:
         # Marked ended for good, and before it goes: a request that still holds a copy (a token
@@ -144,7 +146,7 @@ class RedisSessions(SignInBoundSessions, RedisSessionInterface):
             response.headers["Retry-After"] = str(error.retry_after)
 
     def _mark_ended(self, key: str) -> None:
-        self.client.set(key, b"1", ex=self.ended_mark_seconds)
+        self.client.set(key, b"1", ex=ENDED_MARK_SECONDS)
 
     def _is_marked_ended(self, key: str) -> bool:
         return bool(self.client.exists(key))
@@ -169,19 +171,22 @@ class RedisSessions(SignInBoundSessions, RedisSessionInterface):
 class FileSessions(SignInBoundSessions, CacheLibSessionInterface):
     """Sessions in files (cachelib's FileSystemCache): processes of one machine share them."""
 
-    def __init__(self, *args: Any, lock_dir: Path, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lock_dir: Path, ended_dir: Path, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lock_dir = lock_dir
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         self.recent = RecentSessions(lock_dir / "generations")
+        # Apart from the sessions, so that marks never count towards the sessions' threshold
+        # (past it, cachelib would evict sessions and sign users out).
+        self.ended_marks = FileSystemCache(str(ended_dir), threshold=200000, mode=0o600)
 
     def _mark_ended(self, key: str) -> None:
-        if not self.cache.set(key, True, timeout=self.ended_mark_seconds):
+        if not self.ended_marks.set(key, True, timeout=ENDED_MARK_SECONDS):
             # The session itself is gone; only the guard against a late write-back is missing.
             log.warning("Could not mark an ended session in the file store")
 
     def _is_marked_ended(self, key: str) -> bool:
-        return self.cache.has(key)
+        return self.ended_marks.has(key)
 
     def load_now(self, session_id: str) -> dict[str, Any] | None:
         # Never from memory: what renewals read under the lock must be the file, whatever
@@ -402,8 +407,6 @@ def configure_session_store(app: Flask, settings: Settings) -> Records:
         app.session_interface = RedisSessions(app, client=client, **options)
         app.before_request(stop_if_store_unavailable)
     else:
-        from cachelib.file import FileSystemCache
-
         directory = Path(settings.session_file_dir).resolve()
         # A large threshold: cachelib evicts entries beyond it, which would sign users out.
         sessions = FileSystemCache(str(directory), threshold=20000, mode=0o600)
@@ -416,7 +419,6 @@ def configure_session_store(app: Flask, settings: Settings) -> Records:
                                           mode=0o600))
         app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=sessions)
         app.session_interface = FileSessions(app, client=sessions, lock_dir=directory / "locks",
-                                             **options)
+                                             ended_dir=directory / "ended", **options)
     app.session_interface.idle_timeout = settings.session_idle_timeout
-    app.session_interface.ended_mark_seconds = settings.session_lifetime
     return records
