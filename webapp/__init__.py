@@ -3,7 +3,6 @@ Microsoft Graph with their access token."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from .config import (
 )
 from .errors import AppError, register_error_handlers
 from .graph import GraphClient
-from .oidc import Provider, ProviderError, ProviderMetadata
+from .oidc import Provider, ProviderMetadata
 from .outbound import OutboundSession
 from .sessions import Records, configure_session_store
 
@@ -250,12 +249,11 @@ def template_globals() -> dict:
 
 def provide_sign_out_targets() -> None:
     """A page with the sign-out form needs the provider's origins in its CSP (SecurityHeaders):
-    read the provider's metadata if this process has not yet."""
+    read the provider's metadata if this process has not yet (and can: the sign-out itself
+    shows the provider error)."""
     services: Services | None = current_app.extensions["webapp"]
-    if services is None or services.provider.cached_metadata() is not None:
-        return
-    with contextlib.suppress(ProviderError):  # the sign-out itself shows the provider error
-        services.provider.metadata()
+    if services is not None and services.provider.cached_metadata() is None:
+        services.provider.metadata_if_available()
 
 
 class RedactOAuthParameters(logging.Filter):

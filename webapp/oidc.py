@@ -25,6 +25,9 @@ METADATA_LIFETIME_SECONDS = 24 * 3600  # as long as MSAL caches the same documen
 # trusted within a day, not at the next restart.
 KEYS_LIFETIME_SECONDS = METADATA_LIFETIME_SECONDS
 JWKS_MIN_REFETCH_SECONDS = 10  # an unknown kid may trigger a JWKS fetch at most this often
+# After the metadata could not be read, pages that could do without it do not try again before
+# this (each try may wait HTTP_TIMEOUT, twice): see Provider.metadata_if_available.
+METADATA_RETRY_SECONDS = 30
 ENTRA_TENANT_TEMPLATE = "{tenantid}"
 ENTRA_MULTI_TENANT = frozenset({"common", "organizations"})
 
@@ -146,6 +149,7 @@ class Provider:
         self._lock = threading.RLock()
         self._metadata: ProviderMetadata | None = None
         self._metadata_fetched_at = 0.0
+        self._metadata_retry_at = 0.0  # metadata_if_available: no try before this
         self._keys: dict[str, jwt.PyJWK] = {}
         self._keys_fetched_at: float | None = None
         self._last_unknown_kid_refetch: float | None = None
@@ -168,6 +172,18 @@ class Provider:
 
     def cached_metadata(self) -> ProviderMetadata | None:
         return self._metadata
+
+    def metadata_if_available(self) -> ProviderMetadata | None:
+        """The metadata, or None when it cannot be read: for what a page can do without (its
+        CSP's sign-out target). After a failure this does not try again for a while, so that
+        while the provider is down pages that do not need it are not held up by its timeouts."""
+        if self._metadata is None and self._clock() < self._metadata_retry_at:
+            return None
+        try:
+            return self.metadata()
+        except ProviderError:
+            self._metadata_retry_at = self._clock() + METADATA_RETRY_SECONDS
+            return None
 
     def _fetch_metadata(self) -> ProviderMetadata:
         url = discovery_url(self.authority, generic_oidc=self.generic_oidc)

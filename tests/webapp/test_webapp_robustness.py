@@ -32,7 +32,13 @@ from tests.webapp.webapp_support import (
 from webapp import auth
 from webapp.errors import from_provider_error
 from webapp.graph import GraphResult, graph_error
-from webapp.oidc import KEYS_LIFETIME_SECONDS, IdTokenError, Provider, ProviderError
+from webapp.oidc import (
+    KEYS_LIFETIME_SECONDS,
+    METADATA_RETRY_SECONDS,
+    IdTokenError,
+    Provider,
+    ProviderError,
+)
 from webapp.outbound import OutboundSession
 from webapp.views import _claim_value, _initials
 
@@ -307,3 +313,27 @@ def test_a_slow_key_fetch_does_not_hold_up_sign_ins(emulator) -> None:
     assert time.monotonic() - began < 0.5
     done.set()
     holder.join(5)
+
+
+def test_pages_do_not_keep_waiting_on_a_provider_that_is_down(closed_port) -> None:
+    """The CSP's sign-out target is read when first needed; while the provider is down, pages
+    (which can do without it) try again only after a while, not on every request."""
+    clock = Clock()
+    http = OutboundSession(5, None)
+    provider = Provider(http, f"https://localhost:{closed_port}/tenant-id", "client-id",
+                        clock=clock)
+    attempts = []
+    real_get = http.get
+    http.get = lambda *args, **kwargs: attempts.append(args) or real_get(*args, **kwargs)
+
+    assert provider.metadata_if_available() is None
+    tried = len(attempts)
+    assert tried >= 1
+    clock.now += METADATA_RETRY_SECONDS - 1
+    assert provider.metadata_if_available() is None
+    assert len(attempts) == tried  # not tried again yet
+    clock.now += 2
+    assert provider.metadata_if_available() is None
+    assert len(attempts) > tried
+    with pytest.raises(ProviderError):  # what needs it (a sign-in) still tries, and says why
+        provider.metadata()
