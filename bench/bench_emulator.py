@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from bench_support import machine_busy_seconds, process_cpu_seconds, verdict  # beside this file
+
 REPO = Path(__file__).resolve().parent.parent
 BARE_SERVER = Path(__file__).resolve().parent / "bare_flask_server.py"
 
@@ -102,18 +104,6 @@ class StartedServer:
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.process.pid)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]   # idle + iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_ready_line(process: subprocess.Popen[str], name: str) -> str:
@@ -583,10 +573,6 @@ def bench_throughput(emulator: StartedServer, bare: StartedServer, driver: SignI
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
 
 def report(cold: ColdStartResult, throughput: ThroughputResult, sign_in: SignInResult,
            memory: dict[str, tuple[float, float]], args: argparse.Namespace) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import importlib.util
 import json
 import logging
 import os
@@ -42,7 +41,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_support import (  # bench/, beside this file
+    REPO,
+    child_pids,
+    load_sign_in_driver,
+    machine_busy_seconds,
+    process_cpu_seconds,
+    verdict,
+)
+
 PAGE_RATIO_TARGET = 0.8
 TOKEN_MS_TARGET = 0.3
 USERNAME = "AdeleV@contoso.onmicrosoft.com"
@@ -135,17 +142,6 @@ class TokenEndpointCounter:
         return self.wsgi_app(environ, start_response)
 
 
-def load_sign_in_driver() -> Callable[..., Any]:
-    """tests/conftest.py's `browser_sign_in`: the scripted browser for the emulator's pages."""
-    spec = importlib.util.spec_from_file_location("bench_sign_in_driver",
-                                                  REPO / "tests" / "conftest.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.browser_sign_in
-
-
 # ------------------------------------------------------------------------------------------------
 # 1. Page throughput under gunicorn
 # ------------------------------------------------------------------------------------------------
@@ -217,32 +213,6 @@ class GunicornServer:
                 self.process.wait(timeout=5)
         self.listener.close()
         self._log.close()
-
-
-def child_pids(parent: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                # Field 4 of /proc/PID/stat, counted after the parenthesised command name.
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                    children.append(int(entry.name))
-    return children
-
-
-def machine_busy_seconds() -> float:
-    """CPU time used so far by everything on the machine, all cores (Linux /proc/stat)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def fetch(port: int, host: str, path: str, cookie: str = "") -> tuple[int, bytes]:
@@ -527,10 +497,6 @@ def bench_token(emu: Any, counter: TokenEndpointCounter, browser_sign_in: Callab
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
 
 def report(pages: PageResult, token: TokenResult, args: argparse.Namespace) -> list[str]:
     """Print the tables; return the targets missed."""

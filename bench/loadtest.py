@@ -51,7 +51,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from bench_webapp import child_pids, machine_busy_seconds, process_cpu_seconds  # bench/, beside
+from bench_support import (  # bench/, beside this file
+    child_pids,
+    load_sign_in_driver,
+    machine_busy_seconds,
+    process_cpu_seconds,
+)
 from dotenv import dotenv_values
 
 REPO = Path(__file__).resolve().parent.parent
@@ -376,15 +381,6 @@ def drop_cookie(jar: http.cookiejar.CookieJar, name: str) -> None:
 
 def _page_text(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
-
-
-def load_sign_in_driver() -> Callable[..., Any]:
-    """tests/conftest.py's `browser_sign_in`: the scripted browser for the emulator's pages."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.conftest import browser_sign_in
-
-    return browser_sign_in
 
 
 # ------------------------------------------------------------------------------------------------

@@ -65,7 +65,6 @@ bp = Blueprint("auth", __name__)
 
 SIGN_IN_TTL_SECONDS = 600  # how long a started sign-in may take
 SIGN_IN_LOCK_SECONDS = 5  # taking a pending sign-in is a read and a delete
-DESTROY_LOCK_WAIT_SECONDS = 1
 BINDING_COOKIE = "signin_binding"
 SIGN_OUT_STATE_COOKIE = "signout_state"
 SIGN_OUT_STATE_SECONDS = 600  # how long the provider's sign-out pages may take
@@ -389,18 +388,10 @@ def start_session(claims: dict[str, Any], serialized_cache: str, account_id: str
 
 
 def destroy_stored_session(session_id: str) -> None:
-    """Delete a stored session (token cache included). The store marks it ended, so that a token
-    renewal in progress cannot write it back after (sessions.SignInBoundSessions); its lock is
-    still taken if it comes soon, which leaves not even the instant between a renewal's check
-    of that mark and its write. A renewal may hold the lock for long (a slow provider): a page,
-    a sign-in or a sign-out does not wait for it."""
-    interface = current_app.session_interface
-    store_id = interface._get_store_id(session_id)  # Flask-Session 0.8: no public call for this
-    try:
-        with interface.lock(session_id, renewal_seconds(), wait=DESTROY_LOCK_WAIT_SECONDS):
-            interface._delete_session(store_id)
-    except sessions.SessionBusy:
-        interface._delete_session(store_id)
+    """Delete a stored session (token cache included), for good: a token renewal in progress
+    cannot write it back after (sessions.SignInBoundSessions), so no lock is needed, and a page,
+    a sign-in or a sign-out never waits for a renewal on a slow provider."""
+    current_app.session_interface.delete_now(session_id)
 
 
 def user_from_claims(claims: dict[str, Any]) -> dict[str, str]:

@@ -105,7 +105,8 @@ def logout_token_from_request() -> str:
     if request.mimetype != FORM_TYPE:
         raise LogoutTokenError(f"the request must be a form ({FORM_TYPE})")
     # Read at most a little more than a logout token can be, whatever the body says of its
-    # length: one sent in chunks states none, and request.form would read it all.
+    # length: one sent in chunks states none, and request.form would read it all (with Flask
+    # 3.1's request.max_content_length, werkzeug cuts such a body short without saying so).
     declared = request.content_length or 0
     body = request.stream.read(MAX_REQUEST_BYTES + 1) if declared <= MAX_REQUEST_BYTES else b""
     if declared > MAX_REQUEST_BYTES or len(body) > MAX_REQUEST_BYTES:

@@ -122,11 +122,12 @@ def register_error_handlers(app: Flask) -> None:
             log.warning("Identity provider problem: %s", exc.message)
         return render_error(from_provider_error(exc))
 
-    @app.errorhandler(redis.exceptions.ConnectionError)
-    @app.errorhandler(redis.exceptions.TimeoutError)
     def session_store_error(exc: redis.exceptions.RedisError):
         log.warning("Session store unreachable: %s", exc)
         return render_error(session_store_unavailable())
+
+    for unavailable in STORE_UNAVAILABLE:
+        app.register_error_handler(unavailable, session_store_error)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -213,7 +213,7 @@ class Provider:
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
-            response = self._http.get(url, allow_redirects=False)
+            response = self._http.get(url)  # OutboundSession: never follows a redirect
         except requests.RequestException as exc:
             raise unreachable(url, exc) from None
         if response.status_code >= 500:

@@ -108,6 +108,10 @@ class SignInBoundSessions:
         """The session as stored right now (None if it is gone), read from the store itself."""
         return self._retrieve_session_data(self._get_store_id(session_id))  # type: ignore
 
+    def delete_now(self, session_id: str) -> None:
+        """Delete the stored session, for good (Flask-Session has no public call for this)."""
+        self._delete_session(self._get_store_id(session_id))  # type: ignore[attr-defined]
+
     def save_now(self, app: Flask, session: ServerSideSession) -> None:
         """Write the session now, while its lock is held, so the next request to take the lock
         sees it. An emptied session is deleted, and stays marked modified so the end of the

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -11,12 +13,19 @@ import requests
 from entra_emulator.server import EmulatorServer
 
 
-def raw_exchange(emu: EmulatorServer, payload: bytes, responses: int) -> bytes:
-    """Send raw bytes over one TLS connection and read until `responses` answers arrived."""
+@contextlib.contextmanager
+def tls_connection(emu: EmulatorServer) -> Iterator[ssl.SSLSocket]:
+    """One raw TLS connection to the emulator's https server."""
     context = ssl.create_default_context(cafile=emu.ca_cert)
     host, port = emu.https_base.removeprefix("https://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as raw, \
             context.wrap_socket(raw, server_hostname=host) as tls:
+        yield tls
+
+
+def raw_exchange(emu: EmulatorServer, payload: bytes, responses: int) -> bytes:
+    """Send raw bytes over one TLS connection and read until `responses` answers arrived."""
+    with tls_connection(emu) as tls:
         tls.sendall(payload)
         received = b""
         while received.count(b"HTTP/1.1 ") < responses or not received.endswith(b"}"):
@@ -101,10 +110,7 @@ def test_plain_http_on_the_tls_port_is_dropped_quietly(emulator):
 
 def read_until_closed(emu: EmulatorServer, payload: bytes) -> bytes:
     """Send raw bytes over one TLS connection and read until the server closes it."""
-    context = ssl.create_default_context(cafile=emu.ca_cert)
-    host, port = emu.https_base.removeprefix("https://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as raw, \
-            context.wrap_socket(raw, server_hostname=host) as tls:
+    with tls_connection(emu) as tls:
         tls.sendall(payload)
         received = b""
         while chunk := tls.recv(65536):

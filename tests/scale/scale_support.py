@@ -216,8 +216,7 @@ class Browser:
 
 def stored_session(app, session_id: str) -> dict[str, Any] | None:
     """The session as the store holds it (through the app's own session interface)."""
-    interface = app.session_interface
-    return interface._retrieve_session_data(interface._get_store_id(session_id))
+    return app.session_interface.load_now(session_id)
 
 
 def token_cache(app, session: dict[str, Any]) -> dict[str, Any]:

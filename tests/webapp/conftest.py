@@ -48,11 +48,23 @@ def closed_port_fixture() -> int:
         return probe.getsockname()[1]
 
 
-
-
 @pytest.fixture
 def short_lived(start_emulator):
     """An emulator whose access tokens last 60 s."""
     directory = default_directory_document()
     directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
     return start_emulator(directory=directory)
+
+
+@pytest.fixture
+def short_app(make_app, short_lived):
+    """The app on the short_lived emulator: every use of its access token renews it."""
+    return make_app(short_lived)
+
+
+@pytest.fixture
+def short_browser(short_app, short_lived, browser_sign_in_fn):
+    """A browser signed in to short_app."""
+    browser = Browser(short_app, short_lived, browser_sign_in_fn)
+    assert browser.sign_in().status_code == 303
+    return browser

@@ -162,10 +162,9 @@ def test_an_empty_sign_out_cookie_matches_no_state(app, browser):
 
 
 def test_a_sign_out_during_a_renewal_in_another_tab_stays_signed_out(
-        make_app, short_lived, browser_sign_in_fn):
+        short_app, short_lived, browser_sign_in_fn):
     """The renewal holds the session's lock and saves the session when done, after the sign-out
     (which does not wait long for the lock): the store refuses to bring the session back."""
-    short_app = make_app(short_lived)
     browser = Browser(short_app, short_lived, browser_sign_in_fn)
     browser.sign_in()
     copied_cookie = browser.cookie().value

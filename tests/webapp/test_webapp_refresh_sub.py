@@ -4,10 +4,7 @@ another user (other `sub` and `oid`); the app must end the session with a clear 
 
 from __future__ import annotations
 
-import pytest
-
 from tests.webapp.webapp_support import (
-    Browser,
     CallRecorder,
     registered_app,
     session_of,
@@ -15,34 +12,22 @@ from tests.webapp.webapp_support import (
 )
 
 
-@pytest.fixture
-def short_app(make_app, short_lived):
-    return make_app(short_lived)
-
-
-@pytest.fixture
-def signed_in(short_app, short_lived, browser_sign_in_fn):
-    browser = Browser(short_app, short_lived, browser_sign_in_fn)
-    assert browser.sign_in().status_code == 303
-    return browser
-
-
-def test_a_refresh_for_the_same_user_keeps_the_session(short_app, signed_in):
+def test_a_refresh_for_the_same_user_keeps_the_session(short_app, short_browser):
     """The control: a genuine refresh (same sub) is accepted and the session goes on."""
-    sub = session_of(short_app, signed_in)["id_token_claims"]["sub"]
+    sub = session_of(short_app, short_browser)["id_token_claims"]["sub"]
     calls = CallRecorder(short_app)
-    response = signed_in.client.get("/graph")
+    response = short_browser.client.get("/graph")
     assert response.status_code == 200, response.get_data(as_text=True)
     assert calls.count("POST", "/oauth2/v2.0/token") == 1   # it did refresh
-    assert session_of(short_app, signed_in)["id_token_claims"]["sub"] == sub
+    assert session_of(short_app, short_browser)["id_token_claims"]["sub"] == sub
 
 
-def test_a_refresh_returning_another_users_id_token_ends_the_session(short_app, signed_in,
+def test_a_refresh_returning_another_users_id_token_ends_the_session(short_app, short_browser,
                                                                     short_lived):
     short_lived.defects.add(registered_app(short_lived).app_id, "wrong_sub")
     calls = CallRecorder(short_app)
 
-    response = signed_in.client.get("/graph")
+    response = short_browser.client.get("/graph")
 
     body = response.get_data(as_text=True)
     assert calls.count("POST", "/oauth2/v2.0/token") == 1
@@ -54,15 +39,15 @@ def test_a_refresh_returning_another_users_id_token_ends_the_session(short_app, 
     assert 'href="/login' in body                   # a way back in
     assert "Adele Vance" not in body and "eyJ" not in body
     assert stored_sessions(short_app) == {}          # session and token cache are gone
-    assert "Hello" not in signed_in.client.get("/").get_data(as_text=True)
-    assert signed_in.client.get("/graph").status_code == 302   # to sign-in again
+    assert "Hello" not in short_browser.client.get("/").get_data(as_text=True)
+    assert short_browser.client.get("/graph").status_code == 302   # to sign-in again
 
 
-def test_signing_in_again_after_that_works(short_app, signed_in, short_lived):
+def test_signing_in_again_after_that_works(short_app, short_browser, short_lived):
     short_lived.defects.add(registered_app(short_lived).app_id, "wrong_sub")
-    assert signed_in.client.get("/graph").status_code == 401
+    assert short_browser.client.get("/graph").status_code == 401
 
-    assert signed_in.sign_in(next_path="/graph").headers["Location"] == "/graph"
-    page = signed_in.client.get("/graph")
+    assert short_browser.sign_in(next_path="/graph").headers["Location"] == "/graph"
+    page = short_browser.client.get("/graph")
     assert page.status_code == 200, page.get_data(as_text=True)
     assert "Adele Vance" in page.get_data(as_text=True)

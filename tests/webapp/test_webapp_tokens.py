@@ -22,18 +22,6 @@ from tests.webapp.webapp_support import (
 from webapp import auth
 
 
-@pytest.fixture
-def short_app(make_app, short_lived):
-    return make_app(short_lived)
-
-
-@pytest.fixture
-def short_browser(short_app, short_lived, browser_sign_in_fn):
-    browser = Browser(short_app, short_lived, browser_sign_in_fn)
-    assert browser.sign_in().status_code == 303
-    return browser
-
-
 def test_expired_access_token_is_refreshed_silently(short_app, short_browser):
     before = token_cache_of(short_app, session_of(short_app, short_browser))
     calls = CallRecorder(short_app)
