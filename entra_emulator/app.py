@@ -11,7 +11,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from entra_emulator import admin, authorize, discovery, faults, graph, logout, token
-from entra_emulator.context import AUTHORIZATION_RESPONSE_ISS, EXTENSION_KEY
+from entra_emulator.context import EXTENSION_KEY
 from entra_emulator.defects import DefectInjector
 from entra_emulator.directory import Directory, load_directory
 from entra_emulator.errors import json_response
@@ -63,7 +63,6 @@ def create_app(config: EmulatorConfig | Mapping[str, Any]) -> Flask:
         config = EmulatorConfig(**config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    app.config[AUTHORIZATION_RESPONSE_ISS] = config.authorization_response_iss
     app.extensions[EXTENSION_KEY] = build_state(config)
     for blueprint in (discovery.bp, authorize.bp, token.bp, logout.bp, graph.bp,
                       admin.bp):

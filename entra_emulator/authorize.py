@@ -76,6 +76,12 @@ class ErrorRedirect(Exception):
         self.response_mode, self.state = response_mode, state
         self.client_id, self.tenant_id = client_id, tenant_id
 
+    @classmethod
+    def of(cls, err: EntraError, req: AuthorizationRequest) -> ErrorRedirect:
+        """The failure of a request whose every parameter was already read."""
+        return cls(err, req.redirect_uri, req.response_mode, req.state,
+                   client_id=req.client.app_id, tenant_id=req.tenant_id)
+
     def response(self) -> Response:
         params = redirect_error_params(self.err)
         if self.state is not None:
@@ -295,19 +301,15 @@ def continue_flow(req: AuthorizationRequest, session: Session | None,
     # (A session whose user has left the directory counts as no session.)
     if session is None or user is None or needs_sign_in(req, session, signed_in_during_flow):
         if "none" in req.prompt:
-            raise ErrorRedirect(entra_error("UserInformationNotProvided"), req.redirect_uri,
-                                req.response_mode, req.state, client_id=req.client.app_id,
-                                tenant_id=req.tenant_id)
+            raise ErrorRedirect.of(entra_error("UserInformationNotProvided"), req)
         pending = pending or state.pending.start(req)
         return sign_in_page(pending)
     consent_done = pending is not None and pending.consented
     if not consent_done and needs_consent(req, user):
         if "none" in req.prompt:
-            raise ErrorRedirect(
+            raise ErrorRedirect.of(
                 entra_error("DelegationDoesNotExist", error="consent_required",
-                            app_id=req.client.app_id, app_name=req.client.display_name),
-                req.redirect_uri, req.response_mode, req.state, client_id=req.client.app_id,
-                tenant_id=req.tenant_id)
+                            app_id=req.client.app_id, app_name=req.client.display_name), req)
         pending = pending or state.pending.start(req)
         pending = state.pending.update(pending, consent_for_session=session.sid)
         return consent_page(pending, user)
@@ -431,9 +433,7 @@ def consent(tenant: str) -> Response:
     decision = request.form.get("decision")
     if decision == "cancel":
         state.pending.finish(pending.ctx)
-        raise ErrorRedirect(entra_error("UserDeclinedConsent"), req.redirect_uri,
-                            req.response_mode, req.state, client_id=req.client.app_id,
-                            tenant_id=req.tenant_id)
+        raise ErrorRedirect.of(entra_error("UserDeclinedConsent"), req)
     if decision != "accept":
         return consent_page(pending, user)
     state.consents.grant(user.id, req.client.app_id, req.permissions)

@@ -45,13 +45,9 @@ def code_lifetime(app: Application) -> int:
     return app.token_lifetimes.get("authorizationCode", CODE_LIFETIME_SECONDS)
 
 
-def _opaque(size: int = 16) -> str:
-    return random_token(size)
-
-
 def unique_token_id() -> str:
     """`uti`: Entra's 22-character token identifier."""
-    return _opaque(16)
+    return random_token(16)
 
 
 def pairwise_subject(tenant_id: str, audience: str, object_id: str) -> str:
@@ -88,7 +84,7 @@ def id_token_claims(state: EmulatorState, *, app: Application, user: User, tenan
     }
     if auth_time is not None:
         claims["auth_time"] = auth_time
-    claims["aio"] = _opaque(48)
+    claims["aio"] = random_token(48)
     if "email" in permissions and user.mail:
         claims["email"] = user.mail
     if "profile" in permissions:
@@ -133,7 +129,7 @@ def user_access_token_claims(state: EmulatorState, *, app: Application, user: Us
         "exp": now + lifetime,
         "acct": 0,
         "acr": "1",
-        "aio": _opaque(48),
+        "aio": random_token(48),
         "amr": ["pwd"],
         "app_displayname": app.display_name,
         "appid": app.app_id,
@@ -175,7 +171,7 @@ def app_access_token_claims(state: EmulatorState, *, app: Application, tenant_id
         "iat": now,
         "nbf": now,
         "exp": now + lifetime,
-        "aio": _opaque(48),
+        "aio": random_token(48),
         "app_displayname": app.display_name,
         "appid": app.app_id,
         "appidacr": client_auth,
@@ -194,4 +190,4 @@ def app_access_token_claims(state: EmulatorState, *, app: Application, tenant_id
 def sign_access_token(state: EmulatorState, claims: dict[str, Any]) -> str:
     # Graph tokens are v1 tokens: their header adds x5t and a `nonce` (entra-protocol.md §1.6).
     key = state.keys.current
-    return state.keys.sign(claims, headers={"x5t": key.x5t, "nonce": _opaque(32)}, key=key)
+    return state.keys.sign(claims, headers={"x5t": key.x5t, "nonce": random_token(32)}, key=key)

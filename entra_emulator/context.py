@@ -8,16 +8,10 @@ from entra_emulator.errors import entra_error
 from entra_emulator.state import EmulatorState
 
 EXTENSION_KEY = "entra_emulator"
-# app.config key: whether authorization responses carry RFC 9207's `iss` (EmulatorConfig).
-AUTHORIZATION_RESPONSE_ISS = "AUTHORIZATION_RESPONSE_ISS"
 
 
 def current_state() -> EmulatorState:
     return current_app.extensions[EXTENSION_KEY]
-
-
-def sends_response_issuer() -> bool:
-    return bool(current_app.config.get(AUTHORIZATION_RESPONSE_ISS))
 
 
 def tenant_id_for(segment: str) -> str:

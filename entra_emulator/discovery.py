@@ -14,7 +14,6 @@ from flask import Blueprint, Response
 from entra_emulator.context import (
     current_state,
     is_tenant_alias,
-    sends_response_issuer,
     tenant_id_for,
 )
 from entra_emulator.errors import EntraError, error_body, json_response
@@ -60,7 +59,7 @@ def v2_configuration(segment: str, tenant_id: str) -> dict[str, Any]:
         "msgraph_host": "graph.microsoft.com",
         "rbac_url": "https://pas.windows.net",
     }
-    if sends_response_issuer():
+    if current_state().defects.authorization_response_iss:  # RFC 9207, EmulatorConfig
         # RFC 9207 §3: the promise that lets an app refuse a response without `iss`.
         document["authorization_response_iss_parameter_supported"] = True
     return document

@@ -83,9 +83,7 @@ class EmulatorRequestHandler(WSGIRequestHandler):
         super().setup()
         self.rfile = _RequestInput(self.rfile)  # type: ignore[assignment]
         self._keep_alive = False
-        connections = getattr(self.server, "open_connections", None)
-        if connections is not None:
-            connections.add(self.connection)
+        self.server.open_connections.add(self.connection)  # type: ignore[attr-defined]
 
     def handle(self) -> None:
         if isinstance(self.connection, ssl.SSLSocket):
@@ -96,9 +94,7 @@ class EmulatorRequestHandler(WSGIRequestHandler):
         super().handle()
 
     def finish(self) -> None:
-        connections = getattr(self.server, "open_connections", None)
-        if connections is not None:
-            connections.discard(self.connection)
+        self.server.open_connections.discard(self.connection)  # type: ignore[attr-defined]
         super().finish()
 
     def handle_one_request(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import os
 import threading
@@ -58,17 +59,22 @@ class SigningKey:
         return cls.from_parts(private_key, _self_signed_certificate(private_key))
 
     def jwk(self, issuer: str | None = None) -> dict[str, Any]:
+        jwk = dict(self._public_jwk)
+        if issuer is not None:
+            jwk["issuer"] = issuer
+        return jwk
+
+    @functools.cached_property
+    def _public_jwk(self) -> dict[str, Any]:
+        # Once per key, not per JWKS request: the key and its certificate never change.
         numbers = self.public_key.public_numbers()
         der = self.certificate.public_bytes(serialization.Encoding.DER)
-        jwk: dict[str, Any] = {
+        return {
             "kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.x5t,
             "n": _b64url_uint(numbers.n), "e": _b64url_uint(numbers.e),
             "x5c": [base64.b64encode(der).decode("ascii")],
             "cloud_instance_name": "microsoftonline.com",
         }
-        if issuer is not None:
-            jwk["issuer"] = issuer
-        return jwk
 
     def to_json(self) -> dict[str, str]:
         return {

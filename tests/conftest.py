@@ -7,6 +7,10 @@
   the sign-in (and consent) pages over HTTP like a browser and returns the request the browser
   would make to the app (also importable: `from conftest import browser_sign_in`).
 - `start_emulator(directory=..., state_dir=...)`: another emulator for a test's own directory.
+- `iss_emulator` (module): an emulator that sends RFC 9207's `iss`.
+- `short_lived`: an emulator whose access tokens live 60 s, which MSAL renews on every use.
+- `redis_server`: a real redis-server on a free loopback port, in the test's temporary folder, no
+  persistence; stopped after the test. Fails (never skips) when the binary is missing.
 """
 
 from __future__ import annotations
@@ -114,6 +118,55 @@ def default_directory_document() -> dict[str, Any]:
         if "photo" in user:
             user["photo"] = str(DEFAULT_DIRECTORY.parent / user["photo"])
     return document
+
+
+# MSAL treats an access token with under 5 minutes left as expired: with 60 s tokens every call
+# that needs one refreshes, without sleeping in the test.
+SHORT_ACCESS_TOKEN = {"accessToken": 60, "refreshToken": 3600}
+
+
+@pytest.fixture
+def short_lived(start_emulator):
+    directory = default_directory_document()
+    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
+    return start_emulator(directory=directory)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    from tests.scale.scale_support import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def iss_emulator(emulator, tmp_path_factory) -> Iterator[EmulatorServer]:
+    """An emulator that sends RFC 9207's `iss` in every authorization response and advertises
+    it; its certificates are the session emulator's, which the tests already trust. Its defects
+    are cleared after each test that uses it."""
+    state_dir = tmp_path_factory.mktemp("iss-emulator")
+    shutil.copytree(emulator.state_dir / "tls", state_dir / "tls")
+    with EmulatorServer(state_dir=state_dir, authorization_response_iss=True) as emu:
+        yield emu
+
+
+@pytest.fixture(autouse=True)
+def _clear_iss_emulator_defects(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "iss_emulator" in request.fixturenames:
+        request.getfixturevalue("iss_emulator").defects.clear()
+
+
+def issuer_of(emu: EmulatorServer) -> str:
+    return f"{emu.authority}/v2.0"
+
+
+def params_of(location: str) -> dict[str, str]:
+    """The parameters of an authorization response URL (query or fragment)."""
+    parts = urlsplit(location)
+    return dict(parse_qsl(parts.fragment or parts.query))
 
 
 @dataclass(frozen=True)

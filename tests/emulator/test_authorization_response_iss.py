@@ -6,11 +6,8 @@ a client the way a mix-up attacker (or a broken server) would."""
 
 from __future__ import annotations
 
-import shutil
 import signal
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
@@ -25,6 +22,8 @@ from tests.conftest import (
     authorize_url,
     browser_sign_in,
     decode_jwt,
+    issuer_of,
+    params_of,
     redeem_code,
     sign_in_for_code,
 )
@@ -33,36 +32,9 @@ from tests.emulator.test_cli import read_until_ready, start_cli
 ISS_SUPPORTED = "authorization_response_iss_parameter_supported"
 
 
-@pytest.fixture(scope="module")
-def iss_emulator(emulator, tmp_path_factory) -> Iterator[EmulatorServer]:
-    """An emulator that sends `iss`; it reuses the session emulator's certificates, which
-    REQUESTS_CA_BUNDLE already trusts."""
-    state_dir = tmp_path_factory.mktemp("iss-emulator")
-    shutil.copytree(emulator.state_dir / "tls", state_dir / "tls")
-    with EmulatorServer(state_dir=state_dir, authorization_response_iss=True) as emu:
-        yield emu
-        emu.defects.clear()
-
-
-@pytest.fixture(autouse=True)
-def _clear_iss_emulator_defects(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "iss_emulator" in request.fixturenames:
-        request.getfixturevalue("iss_emulator").defects.clear()
-
-
-def issuer_of(emu: EmulatorServer) -> str:
-    return f"{emu.authority}/v2.0"
-
-
 def v2_discovery(emu: EmulatorServer, tenant: str | None = None) -> dict[str, Any]:
     return requests.get(f"{emu.https_base}/{tenant or emu.tenant_id}/v2.0/.well-known/"
                         "openid-configuration", timeout=10).json()
-
-
-def params_of(location: str) -> dict[str, str]:
-    parts = urlsplit(location)
-    return dict(parse_qsl(parts.fragment or parts.query))
 
 
 def silent_authorize(emu: EmulatorServer, app: Any, browser: requests.Session | None = None,

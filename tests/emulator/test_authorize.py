@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -20,6 +20,7 @@ from tests.conftest import (
     authorize_url,
     browser_sign_in,
     decode_jwt,
+    params_of,
     pkce_pair,
     redeem_code,
     sign_in_for_code,
@@ -27,11 +28,6 @@ from tests.conftest import (
 
 MIRIAM = "MiriamG@contoso.onmicrosoft.com"
 LEE = "LeeG@contoso.onmicrosoft.com"
-
-
-def params_of(location: str) -> dict[str, str]:
-    parts = urlsplit(location)
-    return dict(parse_qsl(parts.fragment or parts.query))
 
 
 def assert_page_headers(response: requests.Response) -> None:

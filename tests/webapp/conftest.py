@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 
 from tests.webapp.webapp_support import (
-    SHORT_ACCESS_TOKEN,
     Browser,
-    default_directory_document,
     webapp_config,
 )
 from webapp import create_app
@@ -46,14 +44,6 @@ def closed_port_fixture() -> int:
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture
-def short_lived(start_emulator):
-    """An emulator whose access tokens last 60 s."""
-    directory = default_directory_document()
-    directory["applications"][0]["tokenLifetimes"] = SHORT_ACCESS_TOKEN
-    return start_emulator(directory=directory)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from entra_emulator.keys import SigningKey
-from tests.scale.scale_support import RedisServer, stored_session
+from tests.scale.scale_support import stored_session
 from tests.webapp.webapp_support import (
     ADELE,
     MEGAN,
@@ -688,13 +688,6 @@ def test_an_index_store_that_does_not_save_refuses_the_logout_until_retried(app,
 
 
 # -- Redis ---------------------------------------------------------------------------------------
-
-@pytest.fixture
-def redis_server(tmp_path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
 
 def test_redis_store_across_instances(make_app, emulator, make_browser, redis_server):
     first, second = (make_app(SESSION_TYPE="redis", REDIS_URL=redis_server.url)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import default_directory_document
 from tests.webapp.webapp_support import (
     Browser,
-    default_directory_document,
     stored_sessions,
     webapp_config,
 )

@@ -11,11 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from tests.conftest import default_directory_document
 from tests.webapp.webapp_support import (
     ADELE,
     MEGAN,
     Browser,
-    default_directory_document,
     session_of,
     stored_sessions,
 )

@@ -5,12 +5,9 @@ request and create no session; the right `iss` must be accepted, in both respons
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-
 import pytest
 
-from entra_emulator.server import EmulatorServer
+from tests.conftest import issuer_of
 from tests.webapp.webapp_support import (
     Browser,
     CallRecorder,
@@ -24,23 +21,6 @@ RESPONSE_MODES = ["form_post", "query"]
 pytestmark = pytest.mark.filterwarnings("ignore:response_mode=.form_post. is recommended")
 
 
-@pytest.fixture(scope="module")
-def iss_emulator(emulator, tmp_path_factory) -> Iterator[EmulatorServer]:
-    """An emulator that sends `iss` in every authorization response and advertises it; its
-    certificates are the session emulator's, which the tests already trust."""
-    state_dir = tmp_path_factory.mktemp("iss-emulator")
-    shutil.copytree(emulator.state_dir / "tls", state_dir / "tls")
-    with EmulatorServer(state_dir=state_dir, authorization_response_iss=True) as emu:
-        yield emu
-
-
-@pytest.fixture(autouse=True)
-def _clear_defects(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "iss_emulator" in request.fixturenames:
-        request.getfixturevalue("iss_emulator").defects.clear()
-
-
 @pytest.fixture(params=RESPONSE_MODES)
 def mode_app(request, make_app, iss_emulator):
     return make_app(iss_emulator, RESPONSE_MODE=request.param)
@@ -49,10 +29,6 @@ def mode_app(request, make_app, iss_emulator):
 @pytest.fixture
 def mode_browser(mode_app, iss_emulator, browser_sign_in_fn):
     return Browser(mode_app, iss_emulator, browser_sign_in_fn)
-
-
-def issuer_of(emu: EmulatorServer) -> str:
-    return f"{emu.authority}/v2.0"
 
 
 def authorization_response(browser: Browser):

@@ -7,12 +7,11 @@ import time
 
 import pytest
 
+from tests.conftest import SHORT_ACCESS_TOKEN, default_directory_document
 from tests.webapp.webapp_support import (
-    SHORT_ACCESS_TOKEN,
     Browser,
     CallRecorder,
     change_stored_session,
-    default_directory_document,
     registered_app,
     revoke_refresh_token,
     session_of,

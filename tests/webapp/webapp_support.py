@@ -28,19 +28,6 @@ SESSION_COOKIE = "session"
 BINDING_COOKIE = "signin_binding"
 
 
-def default_directory_document() -> dict[str, Any]:
-    """The emulator's packaged default directory as a dict, photos made absolute, for tests that
-    change it (the same as tests/conftest.py's helper, which is not importable from here: both
-    folders have a conftest module)."""
-    from entra_emulator.directory import DEFAULT_DIRECTORY
-
-    document = json.loads(DEFAULT_DIRECTORY.read_text())
-    for user in document["users"]:
-        if "photo" in user:
-            user["photo"] = str(DEFAULT_DIRECTORY.parent / user["photo"])
-    return document
-
-
 def registered_app(emu):
     return next(a for a in emu.directory.applications if a.display_name == APP_DISPLAY_NAME)
 
@@ -208,4 +195,3 @@ def revoke_refresh_token(app, browser: Browser, emu) -> None:
 
 # MSAL renews an access token with under 5 minutes left, so 60 s tokens are refreshed on every
 # use: each page that needs one makes a refresh, without sleeping in the test.
-SHORT_ACCESS_TOKEN = {"accessToken": 60, "refreshToken": 3600}
