@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed-stamp
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalls only when pyproject.toml changes, so a second `make run` starts at once.
-$(STAMP): pyproject.toml | $(PY)
+# Reinstalls only when a pyproject.toml changes, so a second `make run` starts at once.
+$(STAMP): pyproject.toml flask-entra/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e './flask-entra[redis]' -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -57,7 +57,6 @@ class Settings:
     authority: str = ""  # Entra authority, e.g. https://login.microsoftonline.com/<tenant>
     oidc_authority: str = ""  # or a generic OpenID provider's issuer URL
     redirect_uri: str = DEFAULTS["REDIRECT_URI"]
-    post_logout_redirect_uri: str = ""
     scopes: tuple[str, ...] = ("User.Read",)
     graph_endpoint: str = DEFAULTS["ENDPOINT"]
     secret_key: str = ""
@@ -72,6 +71,7 @@ class Settings:
     session_idle_timeout: int = 1800
     http_timeout: float = 10.0
     graph_retry_max_wait: float = 5.0
+    backchannel_logout: bool = False
     problems: tuple[Problem, ...] = field(default_factory=tuple)
 
     @property
@@ -109,32 +109,49 @@ class Settings:
         return self.client_secret
 
 
+# Trust settings in .env win over the shell's: machines that set REQUESTS_CA_BUNDLE or
+# CURL_CA_BUNDLE for everything would otherwise override the emulator's bundle written to .env.
+DOTENV_WINS = ("CA_BUNDLE", "REQUESTS_CA_BUNDLE")
+
+
 def read_environment() -> dict[str, str]:
-    """`.env` (found from the working directory) under the real environment; os.environ is
-    left untouched."""
-    values = {k: v for k, v in dotenv_values(find_dotenv(usecwd=True)).items() if v is not None}
-    values.update(os.environ)
+    """`.env` (found from the working directory) under the real environment, except for the CA
+    settings, where .env wins; os.environ is left untouched."""
+    dotenv = {k: v for k, v in dotenv_values(find_dotenv(usecwd=True)).items() if v is not None}
+    values = {**dotenv, **os.environ}
+    values.update({k: dotenv[k] for k in DOTENV_WINS if dotenv.get(k)})
     return values
+
+
+def is_placeholder(value: str) -> bool:
+    """A value still as .env.sample shows it, e.g. `<Enter_your_client_id>`."""
+    return "<" in value and ">" in value
 
 
 def load_settings(source: Mapping[str, object]) -> Settings:
     """Build Settings from a mapping of the documented keys (see .env.sample)."""
     raw = {key: str(value).strip() for key, value in source.items() if value is not None}
+    problems: list[Problem] = []
+    for key, value in list(raw.items()):
+        if is_placeholder(value):
+            # Named as unset, not silently replaced by a default (or by the emulator).
+            problems.append(Problem(key, f"Still the placeholder {value!r} from .env.sample: "
+                                    "set it to your own value."))
+            del raw[key]
 
     def get(key: str) -> str:
         return raw.get(key) or DEFAULTS.get(key, "")
 
-    problems: list[Problem] = []
     values: dict[str, object] = {}
 
     values["client_id"] = get("CLIENT_ID")
-    if not values["client_id"]:
+    if not values["client_id"] and "CLIENT_ID" not in {p.key for p in problems}:
         problems.append(Problem("CLIENT_ID", "Set it to the Application (client) ID of your app "
                                 "registration."))
 
     values.update(_authority(get("AUTHORITY"), get("OIDC_AUTHORITY"), problems))
     values.update(_credential(raw, problems))
-    values.update(_redirect_uris(get("REDIRECT_URI"), get("POST_LOGOUT_REDIRECT_URI"), problems))
+    values["redirect_uri"] = _redirect_uri(get("REDIRECT_URI"), problems)
 
     scopes = tuple(s for s in get("SCOPE").split() if s not in RESERVED_SCOPES)
     if len(scopes) != len(get("SCOPE").split()):
@@ -161,8 +178,8 @@ def load_settings(source: Mapping[str, object]) -> Settings:
     values.update(_session_store(get("SESSION_TYPE"), get("SESSION_FILE_DIR"), get("REDIS_URL"),
                                  problems))
 
-    # REQUESTS_CA_BUNDLE too, as read from .env (the emulator's `--env-file` writes it there):
-    # requests itself only sees it in os.environ, which reading .env leaves untouched.
+    # The app's own trust setting (read_environment lets .env's win over the shell's), passed to
+    # requests per call, so it wins over REQUESTS_CA_BUNDLE in the environment.
     ca_bundle = get("CA_BUNDLE") or get("REQUESTS_CA_BUNDLE")
     if ca_bundle and not Path(ca_bundle).is_file():
         problems.append(Problem("CA_BUNDLE", f"No such file: {ca_bundle}."))
@@ -174,6 +191,10 @@ def load_settings(source: Mapping[str, object]) -> Settings:
                                 f"Use form_post or query (got {response_mode!r})."))
     values["response_mode"] = response_mode
 
+    backchannel = get("BACKCHANNEL_LOGOUT").lower()
+    if backchannel not in ("", "0", "1", "false", "true"):
+        problems.append(Problem("BACKCHANNEL_LOGOUT", f"Use true or false (got {backchannel!r})."))
+    values["backchannel_logout"] = backchannel in ("1", "true")
     values["trusted_proxy_hops"] = _number("TRUSTED_PROXY_HOPS", get, int, 0, 10, problems)
     values["session_lifetime"] = _number("SESSION_LIFETIME", get, int, 60, 31 * 86400, problems)
     values["session_idle_timeout"] = _number("SESSION_IDLE_TIMEOUT", get, int, 120, 31 * 86400,
@@ -181,8 +202,10 @@ def load_settings(source: Mapping[str, object]) -> Settings:
     values["http_timeout"] = _number("HTTP_TIMEOUT", get, float, 1, 120, problems)
     values["graph_retry_max_wait"] = _number("GRAPH_RETRY_MAX_WAIT", get, float, 0, 60, problems)
 
-    settings = Settings(**values, problems=tuple(problems))  # type: ignore[arg-type]
-    return _with_response_mode_fallback(settings)
+    first_per_key = {}
+    for problem in problems:
+        first_per_key.setdefault(problem.key, problem)
+    return Settings(**values, problems=tuple(first_per_key.values()))  # type: ignore[arg-type]
 
 
 def _authority(authority: str, oidc_authority: str, problems: list[Problem]) -> dict[str, str]:
@@ -236,7 +259,7 @@ def _credential(raw: Mapping[str, str], problems: list[Problem]) -> dict[str, st
     return values
 
 
-def _redirect_uris(redirect_uri: str, post_logout: str, problems: list[Problem]) -> dict[str, str]:
+def _redirect_uri(redirect_uri: str, problems: list[Problem]) -> str:
     parts = urlsplit(redirect_uri)
     problem = None
     if parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.strip("/"):
@@ -251,12 +274,7 @@ def _redirect_uris(redirect_uri: str, post_logout: str, problems: list[Problem])
         problem = f"Its path {parts.path} is one of the app's own pages; use e.g. /getAToken."
     if problem:
         problems.append(Problem("REDIRECT_URI", problem))
-    elif not post_logout:
-        post_logout = f"{parts.scheme}://{parts.netloc}/"
-    elif post_logout and urlsplit(post_logout).scheme not in ("http", "https"):
-        problems.append(Problem("POST_LOGOUT_REDIRECT_URI", "Must be an absolute http(s) URL "
-                                "registered as a redirect URI of the app."))
-    return {"redirect_uri": redirect_uri, "post_logout_redirect_uri": post_logout}
+    return redirect_uri
 
 
 def _session_store(session_type: str, file_dir: str, redis_url: str,
@@ -286,18 +304,6 @@ def _number(key: str, get, kind, low: float, high: float, problems: list[Problem
 def _is_https_url(value: str) -> bool:
     parts = urlsplit(value)
     return parts.scheme == "https" and bool(parts.hostname)
-
-
-def _with_response_mode_fallback(settings: Settings) -> Settings:
-    """form_post needs a SameSite=None cookie, which browsers accept only with Secure, which they
-    store only from https or localhost. Elsewhere on plain http, fall back to query."""
-    host = settings.redirect_host
-    secure_context = settings.uses_https or host in LOOPBACK_HOSTS or _is_loopback_ip(host)
-    if settings.response_mode == "form_post" and not secure_context:
-        log.warning("RESPONSE_MODE=form_post needs REDIRECT_URI on https or localhost; "
-                    "using query.")
-        return Settings(**{**settings.__dict__, "response_mode": "query"})
-    return settings
 
 
 def _is_loopback_ip(host: str) -> bool:

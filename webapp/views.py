@@ -6,11 +6,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, render_template, session
+from flask import Blueprint, current_app, render_template
 from flask.typing import ResponseReturnValue
 
-from . import auth, tokens
+from flask_entra import InteractionRequired
+
 from .errors import AppError
+from .extensions import auth
 from .graph import claims_challenge, graph_error, photo_data_uri
 
 bp = Blueprint("views", __name__)
@@ -52,20 +54,31 @@ PROFILE_FIELDS = (
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    return render_template("index.html", user=auth.current_user(),
+    return render_template("index.html", user=auth.get_user(),
                            signed_out=auth.returned_from_sign_out())
+
+
+def access_token(claims_challenge: str | None = None) -> str:
+    """An access token for SCOPE; the user is sent to the provider (sign in, consent to a new
+    scope, or satisfy a claims challenge) when only they can help."""
+    scopes = list(current_app.extensions["webapp"].settings.scopes)
+    result = auth.get_token_for_user(scopes, claims_challenge=claims_challenge)
+    if "access_token" not in result:
+        raise InteractionRequired(result.get("error_description", "Please sign in again."),
+                                  scopes=scopes, claims_challenge=claims_challenge)
+    return result["access_token"]
 
 
 @bp.get("/graph")
 @auth.login_required
-def call_graph() -> ResponseReturnValue:
+def call_graph(*, context: dict[str, Any]) -> ResponseReturnValue:
     graph = current_app.extensions["webapp"].graph
-    token = tokens.get_access_token()
+    token = access_token()
     result = graph.get(graph.endpoint, token)
     challenge = claims_challenge(result)
     if challenge:
         # Continuous access evaluation: get a token that satisfies the claims, then retry once.
-        token = tokens.get_access_token(claims_challenge=challenge)
+        token = access_token(claims_challenge=challenge)
         result = graph.get(graph.endpoint, token)
     if not result.ok:
         raise graph_error(result)
@@ -81,18 +94,17 @@ def call_graph() -> ResponseReturnValue:
     fields = [(label, _display(profile.get(key))) for key, label in PROFILE_FIELDS
               if profile.get(key) not in (None, "", [])]
     return render_template(
-        "graph.html", user=auth.current_user(), profile=profile, fields=fields, photo=photo,
+        "graph.html", user=context["user"], profile=profile, fields=fields, photo=photo,
         initials=_initials(profile.get("displayName")), endpoint=graph.endpoint,
         raw_json=json.dumps(profile, indent=2, ensure_ascii=False))
 
 
 @bp.get("/claims")
 @auth.login_required
-def claims() -> ResponseReturnValue:
-    id_token_claims: dict[str, Any] = session.get(auth.ID_TOKEN_CLAIMS, {})
+def claims(*, context: dict[str, Any]) -> ResponseReturnValue:
     rows = [(name, _claim_value(name, value), CLAIM_EXPLANATIONS.get(name, ""))
-            for name, value in id_token_claims.items()]
-    return render_template("claims.html", user=auth.current_user(), rows=rows)
+            for name, value in context["user"].items()]
+    return render_template("claims.html", user=context["user"], rows=rows)
 
 
 def _claim_value(name: str, value: Any) -> str:

@@ -1,5 +1,5 @@
-"""OpenID Connect rules for this relying party, apart from Flask: the provider's metadata and the
-validation of its ID tokens.
+"""OpenID Connect rules for this relying party, apart from Flask: the provider's metadata, its
+signing keys, and the one JWT check every token it signs goes through (verify_jwt).
 
 Written here rather than left to MSAL because MSAL (>= 1.38) no longer validates ID tokens: it only
 decodes them and checks the nonce. The checks follow OpenID Connect Core 3.1.3.7 (and 12.2 for ID
@@ -8,8 +8,10 @@ tokens that come with a refresh) and Discovery 4.3; PyJWT does the signature and
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+from msal.exceptions import MsalServiceError
 
 ALLOWED_ALGORITHMS = ["RS256"]
 CLOCK_SKEW_SECONDS = 120  # tolerated clock difference with the provider (checklist: <= 5 min)
@@ -30,6 +33,8 @@ JWKS_MIN_REFETCH_SECONDS = 10  # an unknown kid may trigger a JWKS fetch at most
 METADATA_RETRY_SECONDS = 30
 ENTRA_TENANT_TEMPLATE = "{tenantid}"
 ENTRA_MULTI_TENANT = frozenset({"common", "organizations"})
+MAX_TOKEN_CHARS = 64 * 1024  # Entra's largest tokens (many groups) are a few KiB
+MAX_KID_CHARS = 256
 
 
 class ProviderError(Exception):
@@ -54,32 +59,32 @@ class ProviderError(Exception):
         self.description = description
 
 
-class IdTokenError(Exception):
-    """An ID token failed validation; the message says which check, never the token."""
+class TokenError(Exception):
+    """A token (ID, logout) failed validation; the message says which check, never the token."""
 
 
 def decode_signed_token(token: str, key: jwt.PyJWK, client_id: str, *, kind: str,
                         require: list[str], options: dict[str, bool] | None = None
                         ) -> dict[str, Any]:
     """The claims of a provider-signed JWT whose signature (ALLOWED_ALGORITHMS), aud, and exp,
-    nbf and iat (within CLOCK_SKEW_SECONDS) hold, with the `require`d claims; IdTokenError naming
+    nbf and iat (within CLOCK_SKEW_SECONDS) hold, with the `require`d claims; TokenError naming
     the failed check otherwise. `kind` names the token in messages; iss is the caller's."""
     try:
         return jwt.decode(token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=client_id,
                           leeway=CLOCK_SKEW_SECONDS,
                           options={"require": require, "verify_iss": False, **(options or {})})
     except jwt.InvalidSignatureError:
-        raise IdTokenError(f"the {kind}'s signature does not verify") from None
+        raise TokenError(f"the {kind}'s signature does not verify") from None
     except jwt.ExpiredSignatureError:
-        raise IdTokenError(f"the {kind} has expired (exp)") from None
+        raise TokenError(f"the {kind} has expired (exp)") from None
     except jwt.ImmatureSignatureError:
-        raise IdTokenError(f"the {kind} is dated in the future (iat/nbf)") from None
+        raise TokenError(f"the {kind} is dated in the future (iat/nbf)") from None
     except jwt.InvalidAudienceError:
-        raise IdTokenError(f"the {kind} is not meant for this app (aud)") from None
+        raise TokenError(f"the {kind} is not meant for this app (aud)") from None
     except jwt.MissingRequiredClaimError as exc:
-        raise IdTokenError(f"the {kind} lacks the {exc.claim} claim") from None
+        raise TokenError(f"the {kind} lacks the {exc.claim} claim") from None
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise IdTokenError(f"the {kind} is invalid ({exc.__class__.__name__})") from None
+        raise TokenError(f"the {kind} is invalid ({exc.__class__.__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -140,11 +145,13 @@ class Provider:
     its lifetime (checked on use: no background thread)."""
 
     def __init__(self, http: requests.Session, authority: str, client_id: str, *,
-                 generic_oidc: bool = False, clock=time.time) -> None:
+                 generic_oidc: bool = False, allowed_tenants: frozenset[str] = frozenset(),
+                 clock=time.time) -> None:
         self._http = http
         self.authority = authority
         self.client_id = client_id
         self.generic_oidc = generic_oidc
+        self.allowed_tenants = frozenset(t.lower() for t in allowed_tenants)
         self._clock = clock
         self._lock = threading.RLock()
         self._metadata: ProviderMetadata | None = None
@@ -235,28 +242,38 @@ class Provider:
             raise ProviderError(f"The identity provider's {what} is not a JSON object.", url=url)
         return document
 
-    def expected_issuer(self, claims: dict[str, Any]) -> str:
-        """The issuer a token must carry: the published one, with Entra's template filled."""
+    def expected_issuer(self, claims: dict[str, Any], kind: str = "token") -> str:
+        """The issuer a token must carry: the published one, with Entra's template filled from
+        the token's `tid`, which must then be one of the allowed tenants (if any are set)."""
         issuer = self.metadata().issuer
         if ENTRA_TENANT_TEMPLATE in issuer:
             tid = claims.get("tid")
             if not isinstance(tid, str) or not _is_guid(tid):
-                raise IdTokenError("the ID token has no valid tid for the {tenantid} issuer")
+                raise TokenError(f"the {kind} has no valid tid for the {{tenantid}} issuer")
+            if self.allowed_tenants and tid.lower() not in self.allowed_tenants:
+                raise TokenError(f"the {kind} comes from a tenant this app does not allow (tid)")
             issuer = issuer.replace(ENTRA_TENANT_TEMPLATE, tid)
         return issuer
 
     # -- signing keys ------------------------------------------------------------------------
 
-    def signing_key(self, header: dict[str, Any]) -> jwt.PyJWK:
+    def signing_key(self, header: dict[str, Any], kind: str = "token") -> jwt.PyJWK:
         """The JWKS key the token header names. Keys only ever come from jwks_uri, never from the
-        token (jku, x5u, jwk and x5c headers are ignored). A token without `kid` is refused:
-        Entra always sends one, and guessing among keys invites confusion."""
+        token (jku, x5u, jwk and x5c headers are ignored). A token without `kid` is accepted only
+        while the provider publishes exactly one signing key (OpenID RP certification's
+        rp-id_token-kid-absent-single-jwks); with several, guessing among them invites confusion,
+        so it is refused."""
         kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise IdTokenError("the ID token does not name its signing key (kid)")
+        if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS):
+            raise TokenError(f"the {kind} names no usable signing key (kid)")
         with self._lock:
             if self._keys_stale():
                 self._refresh_keys()
+            if kid is None:
+                if len(self._keys) != 1:
+                    raise TokenError(f"the {kind} does not name its signing key (kid) and the "
+                                     "provider publishes several")
+                return next(iter(self._keys.values()))
             key = self._keys.get(kid)
             if key is None and self._may_refetch():
                 # The provider may have rotated its keys: fetch once more, but not again for a
@@ -265,7 +282,7 @@ class Provider:
                 self._refresh_keys()
                 key = self._keys.get(kid)
         if key is None:
-            raise IdTokenError("the ID token is signed with a key the provider does not publish")
+            raise TokenError(f"the {kind} is signed with a key the provider does not publish")
         return key
 
     def _keys_stale(self) -> bool:
@@ -285,49 +302,60 @@ class Provider:
             raise ProviderError(f"The provider's signing keys are unusable: {exc}",
                                 url=url) from None
         # Replaced, not merged: a key the provider no longer publishes is no longer trusted.
-        self._keys = {k.key_id: k for k in key_set.keys
-                      if k.key_id and k.public_key_use in ("sig", None)}
+        # Keys without a kid can only serve tokens without one (and only as the sole key).
+        self._keys = {k.key_id or "": k for k in key_set.keys
+                      if k.public_key_use in ("sig", None) and k.key_type == "RSA"}
         self._keys_fetched_at = self._clock()
 
-    # -- ID token validation -----------------------------------------------------------------
+    # -- the one JWT check: ID tokens, logout tokens (and access tokens later) ---------------
 
-    def validate_id_token(self, id_token: str, *, nonce: str | None = None,
-                          same_as: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Return the claims of a valid ID token, or raise IdTokenError naming the failed check.
+    def verify_jwt(self, token: str, *, kind: str, require: list[str],
+                   options: dict[str, bool] | None = None) -> dict[str, Any]:
+        """The claims of a JWT this provider signed for this app, or TokenError naming the failed
+        check (never quoting the token): RS256 only, a key from the provider's JWKS, `aud` this
+        client (and no other), `azp` this client when present, `iss` the provider's issuer
+        (Entra's {tenantid} filled from `tid`, which must then be an allowed tenant), `exp`,
+        `nbf` and `iat` within CLOCK_SKEW_SECONDS, `sub` non-empty when present, and the
+        `require`d claims present."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            raise TokenError(f"the {kind} is not a well-formed JWT")
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise TokenError(f"the {kind} is not a well-formed JWT") from None
+        algorithm = header.get("alg")
+        if algorithm not in ALLOWED_ALGORITHMS:
+            raise TokenError(f"the {kind}'s signing algorithm {str(algorithm)[:20]!r} is not "
+                             f"allowed (only {', '.join(ALLOWED_ALGORITHMS)})")
+        key = self.signing_key(header, kind)
+        claims = decode_signed_token(token, key, self.client_id, kind=kind, require=require,
+                                     options=options)
+        audience = claims["aud"]
+        if isinstance(audience, list) and set(audience) != {self.client_id}:
+            raise TokenError(f"the {kind} is also meant for other audiences (aud)")
+        if "azp" in claims and claims["azp"] != self.client_id:
+            raise TokenError(f"the {kind} was issued to another party (azp)")
+        if claims.get("iss") != self.expected_issuer(claims, kind):
+            raise TokenError(f"the {kind} comes from another issuer (iss)")
+        if "sub" in claims and (not isinstance(claims["sub"], str) or not claims["sub"]):
+            raise TokenError(f"the {kind} has an empty subject (sub)")
+        return claims
+
+    def verify_id_token(self, id_token: str, *, nonce: str | None = None,
+                        same_as: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The claims of a valid ID token (OIDC Core 3.1.3.7), or TokenError.
 
         `nonce`: the value sent in the authorization request (sign-in).
         `same_as`: the claims of the session's ID token (refresh; OIDC Core 12.2).
         """
-        try:
-            header = jwt.get_unverified_header(id_token)
-        except jwt.PyJWTError:
-            raise IdTokenError("the ID token is not a well-formed JWT") from None
-        algorithm = header.get("alg")
-        if algorithm not in ALLOWED_ALGORITHMS:
-            raise IdTokenError(f"the ID token's signing algorithm {algorithm!r} is not allowed "
-                               f"(only {', '.join(ALLOWED_ALGORITHMS)})")
-        key = self.signing_key(header)
-        claims = decode_signed_token(id_token, key, self.client_id, kind="ID token",
-                                     require=["iss", "sub", "aud", "exp", "iat"])
-        self._check_claims(claims, nonce=nonce, same_as=same_as)
-        return claims
-
-    def _check_claims(self, claims: dict[str, Any], *, nonce: str | None,
-                      same_as: dict[str, Any] | None) -> None:
-        audience = claims["aud"]
-        if isinstance(audience, list) and set(audience) != {self.client_id}:
-            raise IdTokenError("the ID token is also meant for other audiences (aud)")
-        if "azp" in claims and claims["azp"] != self.client_id:
-            raise IdTokenError("the ID token was issued to another party (azp)")
-        if claims["iss"] != self.expected_issuer(claims):
-            raise IdTokenError("the ID token comes from another issuer (iss)")
-        if not isinstance(claims["sub"], str) or not claims["sub"]:
-            raise IdTokenError("the ID token has an empty subject (sub)")
+        claims = self.verify_jwt(id_token, kind="ID token",
+                                 require=["iss", "sub", "aud", "exp", "iat"])
         if nonce is not None and claims.get("nonce") != nonce:
-            raise IdTokenError("the ID token's nonce is not the one this sign-in sent")
+            raise TokenError("the ID token's nonce is not the one this sign-in sent")
         if same_as is not None and (claims["iss"] != same_as.get("iss")
                                     or claims["sub"] != same_as.get("sub")):
-            raise IdTokenError("the refreshed ID token is for another issuer or user (iss/sub)")
+            raise TokenError("the refreshed ID token is for another issuer or user (iss/sub)")
+        return claims
 
 
 def unreachable(url: str, exc: Exception) -> ProviderError:
@@ -365,3 +393,21 @@ def _is_guid(value: str) -> bool:
     parts = value.split("-")
     return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(
         c in "0123456789abcdefABCDEF" for c in "".join(parts))
+
+
+@contextlib.contextmanager
+def provider_calls(url: str) -> Iterator[None]:
+    """Turn network and MSAL failures while talking to the provider into a ProviderError."""
+    try:
+        yield
+    except requests.RequestException as exc:
+        raise unreachable(url, exc) from None
+    except MsalServiceError:
+        raise ProviderError("The identity provider answered with a server error.",
+                            url=url) from None
+    except ValueError as exc:
+        if "authority" not in str(exc).lower() and "openid" not in str(exc).lower():
+            raise
+        raise ProviderError("The identity provider's OpenID configuration could not be read.",
+                            url=url, misconfigured=True,
+                            hint="Check the authority: the tenant may not exist.") from None

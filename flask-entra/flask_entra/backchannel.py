@@ -1,59 +1,60 @@
-"""OpenID Connect Back-Channel Logout 1.0: the provider ends a user's sessions here, server to
-server, without the user's browser.
+"""OpenID Connect Back-Channel Logout 1.0 (opt-in: Auth(backchannel_logout=True)): the provider
+ends a user's sessions here, server to server, without the user's browser.
 
-  POST /backchannel-logout   form field `logout_token`: a JWT signed by the provider (§2.5)
+  POST <prefix>/backchannel-logout   form field `logout_token`: a JWT signed by the provider (§2.5)
+
+`<prefix>` is the folder of the redirect URI's path, as for /login and /logout (views.py).
 
 The request carries no session cookie and no CSRF token (the provider sends it), so everything
-rests on the token: checked as §2.6 says, with the provider's keys and the ID token's rules
-(webapp/oidc.py). A valid token ends the sessions its `sid` (or, without one, its `sub`) names
-whose ID token was issued by the token's `iat`; any failure is a 400 in OAuth's error shape
-(§2.8). Both times are the provider's, so they compare without any allowance for clock skew.
+rests on the token: checked as §2.6 says by the one JWT check (Provider.verify_jwt: signature,
+kid, aud, azp, iss, exp/iat), plus the logout token's own rules here (events, no nonce, sid or
+sub, jti). A valid token ends the sessions its `sid` (or, without one, its `sub`) names whose ID
+token was issued by the token's `iat`; any failure is a 400 in OAuth's error shape (§2.8), and
+every answer is no-store. Both times are the provider's, so they compare without any allowance
+for clock skew.
 
 A token of any age is accepted (§2.6 sets no limit), so a provider retrying after an outage of the
 app still ends the session. Ending only sessions signed in by its iat is what makes that safe: a
 token, replayed or late, cannot end a sign-in that came after it. Its `jti` is remembered for a
 while only to refuse a replay without redoing the work.
 
-Finding those sessions needs an index, since the store is keyed by session id only: at sign-in,
-remember_session() records the new session id and its ID token's iat under (iss, sid) and
-(iss, sub) in the shared index store, so every process and instance sharing the sessions finds
-it. A write the store does not make is a store failure (503 at sign-in, 400 here), never ignored.
+Finding those sessions needs an index, since sessions are keyed by session id only: when a sign-in
+completes (the `signed_in` signal), the new session id and its ID token's iat are recorded under
+(iss, sid) and (iss, sub) in the extension's Store, so every process and instance sharing it finds
+them; entries live no longer than the session can. A write the store does not make fails the
+sign-in (the session is ended again) or the logout (a 400, so the provider retries).
 
 A sign-in still completing when its logout token comes (its code being redeemed) is not indexed
 yet, so the logout also leaves a marker, its iat under its (iss, sid) or (iss, sub), and a
-sign-in whose ID token was issued by then is refused instead of starting a session.
+sign-in whose ID token was issued by then is refused instead of keeping its session.
 
-Entra does not send logout tokens; the endpoint serves generic providers (OIDC_AUTHORITY). It is
-always there, and only ever acts on a token the configured provider signed.
+Entra does not send logout tokens; the endpoint serves generic providers (oidc_authority). It
+only ever acts on a token the configured provider signed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import posixpath
 import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-import jwt
-from cachelib.base import BaseCache
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, session
 from flask.typing import ResponseReturnValue
 
-from . import auth
-from .errors import STORE_UNAVAILABLE, AppError, session_store_unavailable
-from .oidc import (
-    ALLOWED_ALGORITHMS,
-    IdTokenError,
-    Provider,
-    ProviderError,
-    decode_signed_token,
-)
+from .errors import AuthError
+from .provider import ProviderError, TokenError
+from .session import end_session
+from .settings import Settings
+from .signals import signed_in
+from .store import Store, StoreBusy, StoreUnavailable
 
 log = logging.getLogger(__name__)
-bp = Blueprint("backchannel", __name__)
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -63,7 +64,7 @@ MAX_JTI_CHARS = 256
 # Used jtis are kept only this long: a replay after that is accepted, and ends nothing the first
 # delivery did not (only sessions signed in by the token's iat), so it costs work, not sessions.
 JTI_RETENTION_SECONDS = 600
-LOCK_SECONDS = 5  # the locked steps are one read and one write of the index store
+LOCK_SECONDS = 5  # the locked steps are one read and one write of the store
 
 SID_INDEX = "backchannel:sid:"
 SUB_INDEX = "backchannel:sub:"
@@ -78,26 +79,40 @@ class LogoutTokenError(Exception):
     (it is the error_description) and never quotes the token."""
 
 
+def init_app(app: Flask, settings: Settings) -> None:
+    """The route (a blueprint of its own) and the sign-in hook that indexes new sessions."""
+    bp = Blueprint(f"{settings.blueprint_name}_backchannel", __name__)
+    prefix = posixpath.dirname(settings.redirect_path).rstrip("/")
+    bp.add_url_rule(f"{prefix}/backchannel-logout", "backchannel_logout", backchannel_logout,
+                    methods=["POST"])
+    for refusal in (LogoutTokenError, TokenError):
+        bp.register_error_handler(refusal, refused)
+    # §2.8: a logout that could not be carried out is a 400 too, in the same shape rather than
+    # HTML pages: the provider's keys or metadata, or the store (also its check before every
+    # request), failing, or a lock not obtained in time.
+    for failure in (ProviderError, StoreUnavailable, StoreBusy):
+        bp.register_error_handler(failure, failed)
+    bp.after_request(_no_store)
+    app.register_blueprint(bp)
+    signed_in.connect(_on_signed_in, app, weak=False)
+
+
 # --------------------------------------------------------------------------------------------
-# POST /backchannel-logout
+# POST <prefix>/backchannel-logout
 # --------------------------------------------------------------------------------------------
 
-@bp.post("/backchannel-logout")
 def backchannel_logout() -> ResponseReturnValue:
-    token = logout_token_from_request()
-    claims = validate_logout_token(token)
-    records = _index_store()
+    claims = validate_logout_token(logout_token_from_request())
+    store = _store()
     seen_key = SEEN_JTI + _digest(claims["iss"], claims["jti"])
-    # Not locked: ending sessions may wait far longer than any lock's lease for sessions busy
-    # renewing. Two deliveries of one token at once may then both act, which is harmless: each
-    # ends the same sessions by id and removes only those from the index. The jti is marked seen
-    # only once its sessions are gone, so a provider's retry after a failure is not refused.
-    if records.get(seen_key) is not None:
+    # Not locked: two deliveries of one token at once may both act, which is harmless: each ends
+    # the same sessions by id and removes only those from the index. The jti is marked seen only
+    # once its sessions are gone, so a provider's retry after a failure is not refused.
+    if store.get(seen_key) is not None:
         raise LogoutTokenError("this logout token was already used (jti)")
     ended = end_sessions(claims)
-    _store(records, seen_key, True, JTI_RETENTION_SECONDS)
+    store.set(seen_key, b"1", JTI_RETENTION_SECONDS)
     log.info("Back-channel logout: ended %d session(s)", ended)
-    # Cache-Control: no-store (§2.8) comes with every response of the app (webapp/__init__.py).
     return Response(status=200)
 
 
@@ -105,8 +120,7 @@ def logout_token_from_request() -> str:
     if request.mimetype != FORM_TYPE:
         raise LogoutTokenError(f"the request must be a form ({FORM_TYPE})")
     # Read at most a little more than a logout token can be, whatever the body says of its
-    # length: one sent in chunks states none, and request.form would read it all (with Flask
-    # 3.1's request.max_content_length, werkzeug cuts such a body short without saying so).
+    # length: one sent in chunks states none, and request.form would read it all.
     declared = request.content_length or 0
     body = request.stream.read(MAX_REQUEST_BYTES + 1) if declared <= MAX_REQUEST_BYTES else b""
     if declared > MAX_REQUEST_BYTES or len(body) > MAX_REQUEST_BYTES:
@@ -118,8 +132,7 @@ def logout_token_from_request() -> str:
     return values[0]
 
 
-@bp.errorhandler(LogoutTokenError)
-def refused(exc: LogoutTokenError) -> ResponseReturnValue:
+def refused(exc: Exception) -> ResponseReturnValue:
     log.warning("Back-channel logout refused: %s", exc)
     return _error(str(exc))
 
@@ -129,17 +142,14 @@ def failed(exc: Exception) -> ResponseReturnValue:
     return _error("the logout could not be carried out right now; send it again later")
 
 
-# §2.8: a logout that failed is a 400 too, in the same shape rather than the app's HTML pages.
-# These are the provider's keys or the store (also the store check that runs before every
-# request) failing; AppError is SessionBusy, a lock not obtained in time, or a store write that
-# did not happen (session_store_unavailable).
-for _failure in (ProviderError, AppError, *STORE_UNAVAILABLE):
-    bp.register_error_handler(_failure, failed)
-
-
 def _error(description: str) -> Response:
     response = jsonify(error="invalid_request", error_description=description)
     response.status_code = 400
+    return response
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"  # §2.8
     return response
 
 
@@ -148,64 +158,15 @@ def _error(description: str) -> Response:
 # --------------------------------------------------------------------------------------------
 
 def validate_logout_token(token: str) -> dict[str, Any]:
-    """The claims of a valid logout token from the configured provider, or LogoutTokenError."""
-    provider = current_app.extensions["webapp"].provider
-    header = _unverified_header(token)
-    if header.get("alg") not in ALLOWED_ALGORITHMS:
-        raise LogoutTokenError("the logout token's signing algorithm is not allowed "
-                               f"(only {', '.join(ALLOWED_ALGORITHMS)})")
-    if not isinstance(header.get("kid"), str) or not header["kid"]:
-        raise LogoutTokenError("the logout token does not name its signing key (kid)")
-    try:
-        key = provider.signing_key(header)
-    except IdTokenError:
-        raise LogoutTokenError("the logout token is signed with a key the provider does not "
-                               "publish") from None
-    claims = _verified_claims(token, key, provider.client_id)
-    _check_audience(claims, provider.client_id)
-    _check_issuer(claims, provider)
+    """The claims of a valid logout token from the configured provider; TokenError (the JWT
+    check, shared with ID tokens) or LogoutTokenError (the logout token's own rules) if not."""
+    provider = current_app.extensions["flask_entra"].provider
+    claims = provider.verify_jwt(
+        token, kind="logout token", require=["iss", "aud", "iat", "jti"],
+        # jti is checked below (PyJWT checks it only from 2.10); sub by verify_jwt.
+        options={"verify_sub": False, "verify_jti": False})
     _check_claims(claims)
     return claims
-
-
-def _unverified_header(token: str) -> dict[str, Any]:
-    try:
-        header = jwt.get_unverified_header(token)
-    except (jwt.PyJWTError, ValueError, TypeError):
-        raise LogoutTokenError("the logout token is not a well-formed JWT") from None
-    if not isinstance(header, dict):
-        raise LogoutTokenError("the logout token is not a well-formed JWT")
-    return header
-
-
-def _verified_claims(token: str, key: jwt.PyJWK, client_id: str) -> dict[str, Any]:
-    """Signature, aud, iat (not in the future) and exp (when present), as for ID tokens."""
-    try:
-        return decode_signed_token(
-            token, key, client_id, kind="logout token", require=["iss", "aud", "iat", "jti"],
-            # sub and jti are checked below (PyJWT checks them only from 2.10).
-            options={"verify_sub": False, "verify_jti": False})
-    except IdTokenError as exc:
-        raise LogoutTokenError(str(exc)) from None
-
-
-def _check_audience(claims: dict[str, Any], client_id: str) -> None:
-    # As for ID tokens (oidc.py): no other audiences, and azp, if any, is this app.
-    audience = claims["aud"]
-    if isinstance(audience, list) and set(audience) != {client_id}:
-        raise LogoutTokenError("the logout token is also meant for other audiences (aud)")
-    if "azp" in claims and claims["azp"] != client_id:
-        raise LogoutTokenError("the logout token was issued to another party (azp)")
-
-
-def _check_issuer(claims: dict[str, Any], provider: Provider) -> None:
-    try:
-        expected = provider.expected_issuer(claims)
-    except IdTokenError:
-        raise LogoutTokenError("the logout token has no valid tid for the provider's "
-                               "{tenantid} issuer") from None
-    if claims["iss"] != expected:
-        raise LogoutTokenError("the logout token comes from another issuer (iss)")
 
 
 def _check_claims(claims: dict[str, Any]) -> None:
@@ -221,9 +182,8 @@ def _check_claims(claims: dict[str, Any]) -> None:
     # An ID token (which carries a nonce) must never pass for a logout token.
     if "nonce" in claims:
         raise LogoutTokenError("the logout token must not contain a nonce")
-    for name in ("sub", "sid"):
-        if name in claims and (not isinstance(claims[name], str) or not claims[name]):
-            raise LogoutTokenError(f"the logout token's {name} is not a non-empty string")
+    if "sid" in claims and (not isinstance(claims["sid"], str) or not claims["sid"]):
+        raise LogoutTokenError("the logout token's sid is not a non-empty string")
     if "sub" not in claims and "sid" not in claims:
         raise LogoutTokenError("the logout token names neither a subject (sub) nor a "
                                "session (sid)")
@@ -236,26 +196,31 @@ def _check_claims(claims: dict[str, Any]) -> None:
 # The session index: (iss, sid) and (iss, sub) -> session ids
 # --------------------------------------------------------------------------------------------
 
+def _on_signed_in(_sender: Any, user: dict[str, Any], **_extra: Any) -> None:
+    """The `signed_in` receiver: the session has its new id; raising ends it again."""
+    remember_session(user, session.sid)  # type: ignore[attr-defined]
+
+
 def remember_session(claims: dict[str, Any], session_id: str) -> None:
     """At sign-in, after the ID token was validated: index the new session under its provider
     session (sid, if the ID token has one) and its user (sub), with its ID token's iat, for as
-    long as it can live. Raises the store-unavailable AppError if the store does not keep it (a
-    session no logout token could find must not start), and a 401 AppError if a logout token
-    already ended this sign-in."""
-    settings = current_app.extensions["webapp"].settings
+    long as it can live. StoreUnavailable if the store does not keep it (a session no logout
+    token could find must not start), an AuthError if a logout token already ended this
+    sign-in."""
     since = issued_at(claims)
     entry = {"session": session_id, "sub": claims["sub"], "since": since,
-             "until": time.time() + settings.session_lifetime}
+             "until": time.time() + _settings().session_lifetime}
     keys = _index_and_marker_keys(claims)
     for index_key, _ in keys:
-        _add_to_index(index_key, entry)
+        with _index_entry(index_key) as entries:  # locked: concurrent sign-ins all stay
+            entries.append(entry)
     # Checked after indexing, as end_sessions writes its marker before reading the index: of a
     # sign-in and a logout at once, one of the two then always sees the other.
     if _logged_out_since([marker_key for _, marker_key in keys], since):
         log.warning("Sign-in refused: a logout token ended it while it was completing")
-        raise AppError(401, "Signed out by your identity provider",
-                       "Your identity provider ended this sign-in (it signed you out) while it "
-                       "was completing. Please sign in again.", offer_sign_in=True)
+        raise AuthError(400, "Sign-in failed", "Your identity provider ended this sign-in (it "
+                        "signed you out) while it was completing.", hint="Sign in again.",
+                        offer_sign_in=True)
 
 
 def issued_at(claims: dict[str, Any]) -> float:
@@ -300,46 +265,36 @@ def _mark_logged_out(claims: dict[str, Any]) -> None:
         key = ENDED_SID + _digest(claims["iss"], claims["sid"])
     else:
         key = ENDED_SUB + _digest(claims["iss"], claims["sub"])
-    settings = current_app.extensions["webapp"].settings
-    records = _index_store()
+    store = _store()
     # Locked: of two logouts at once, the later iat must be the one kept.
-    with current_app.session_interface.lock(key, LOCK_SECONDS):
-        earlier = _marker(records, key)
+    with store.lock(key, LOCK_SECONDS):
+        earlier = _marker(store, key)
         latest = claims["iat"] if earlier is None else max(earlier, claims["iat"])
-        _store(records, key, latest, settings.session_lifetime)
+        store.set(key, json.dumps(latest).encode(), _settings().session_lifetime)
 
 
 def _logged_out_since(marker_keys: list[str], issued: float) -> bool:
     """Whether a logout token for this sign-in's sid or sub was issued no earlier than its ID
     token (iat is in whole seconds: one of the same second may be the later, so it counts)."""
-    records = _index_store()
-    markers = (_marker(records, key) for key in marker_keys)
+    store = _store()
+    markers = (_marker(store, key) for key in marker_keys)
     return any(logged_out is not None and logged_out >= issued for logged_out in markers)
 
 
-def _marker(records: BaseCache, key: str) -> float | None:
-    value = records.get(key)
+def _marker(store: Store, key: str) -> float | None:
+    value = _load(store, key)
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _add_to_index(key: str, entry: dict[str, Any]) -> None:
-    # Locked: two sign-ins of one user at once must both end up in the entry.
-    with _index_entry(key) as entries:
-        entries.append(entry)
 
 
 def _end_indexed_sessions(key: str, *, sub: str | None, signed_in_by: float) -> int:
     # Read without the lock (each write replaces the entry whole, so a read sees one write), and
-    # no lock held while sessions end: each may wait ~35 s for a renewal holding its session,
-    # far past the index lock's lease, after which a sign-in would take the lock over and its
-    # addition be lost to a stale list written back.
-    ending = {e["session"] for e in _live_entries(_index_store(), key, time.time())
-              # Entries recorded before "since" was: sessions older than any token now sent.
-              if e.get("since", 0) <= signed_in_by and (sub is None or e["sub"] == sub)}
+    # no lock held while sessions end, so a sign-in of the same user meanwhile is not held up.
+    ending = {e["session"] for e in _live_entries(_store(), key, time.time())
+              if e["since"] <= signed_in_by and (sub is None or e.get("sub") == sub)}
     for session_id in ending:
-        auth.destroy_stored_session(session_id)
-    # Out of the index only once destroyed: if the store fails midway, the provider's retry
-    # still finds them. Removed by id from the entry as it is now, keeping later sign-ins.
+        end_session(session_id)
+    # Out of the index only once ended: if the store fails midway, the provider's retry still
+    # finds them. Removed by id from the entry as it is now, keeping sign-ins made meanwhile.
     if ending:
         with _index_entry(key) as entries:
             entries[:] = [e for e in entries if e["session"] not in ending]
@@ -350,34 +305,43 @@ def _end_indexed_sessions(key: str, *, sub: str | None, signed_in_by: float) -> 
 def _index_entry(key: str) -> Iterator[list[dict[str, Any]]]:
     """The index entry's live sessions, to change in place; saved (or deleted, if empty) after,
     under the lock, to expire with its last session. Held only for this read and write."""
-    records = _index_store()
-    with current_app.session_interface.lock(key, LOCK_SECONDS):
+    store = _store()
+    with store.lock(key, LOCK_SECONDS):
         now = time.time()
-        entries = _live_entries(records, key, now)
+        entries = _live_entries(store, key, now)
         yield entries
         if entries:
             last = max(e["until"] for e in entries)
-            _store(records, key, entries, int(last - now) + 1)
+            store.set(key, json.dumps(entries).encode(), int(last - now) + 1)
         else:
-            # Not checked (Redis answers False for a key already gone): a delete that failed
-            # leaves only sessions already ended, and the entry expires with them.
-            records.delete(key)
+            store.delete(key)
 
 
-def _live_entries(records: BaseCache, key: str, now: float) -> list[dict[str, Any]]:
-    return [e for e in records.get(key) or [] if e["until"] > now]
+def _live_entries(store: Store, key: str, now: float) -> list[dict[str, Any]]:
+    entries = _load(store, key)
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("session"), str)
+            and isinstance(e.get("until"), int | float) and e["until"] > now
+            and isinstance(e.get("since"), int | float)]
 
 
-def _store(records: BaseCache, key: str, value: Any, timeout: int) -> None:
-    """Set a record, or raise the store-unavailable AppError: cachelib's FileSystemCache reports
-    an I/O error (a full disk, a folder gone) only by returning False (Redis raises)."""
-    if not records.set(key, value, timeout=timeout):
-        log.warning("The session index store did not save a record")
-        raise session_store_unavailable()
+def _load(store: Store, key: str) -> Any:
+    raw = store.get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
-def _index_store() -> BaseCache:
-    return current_app.extensions["webapp"].records.session_index
+def _store() -> Store:
+    return current_app.extensions["flask_entra"].store
+
+
+def _settings() -> Settings:
+    return current_app.extensions["flask_entra"].settings
 
 
 def _digest(issuer: str, value: str) -> str:
