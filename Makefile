@@ -10,18 +10,20 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstalls only when a pyproject.toml changes, so a second `make run` starts at once.
-$(STAMP): pyproject.toml flask-entra/pyproject.toml | $(PY)
+$(STAMP): pyproject.toml flask-entra/pyproject.toml entra-emulator/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e './flask-entra[redis]' -e '.[test]'
+	$(PY) -m pip install --quiet -e './flask-entra[redis]' -e ./entra-emulator -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# Debian packages the tests drive for real: Chromium (browser test) and redis-server (scale tests).
+# Debian packages the tests drive for real: Chromium (browser test), redis-server (scale tests)
+# and nginx (the production proxy test).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing Debian packages:$$missing"; \

@@ -26,12 +26,18 @@ WEBAPP_PORT = 5000
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
+def placeholders(env: dict[str, str | None]) -> list[str]:
+    """The settings still holding a `<…>` placeholder copied from .env.sample."""
+    return sorted(k for k, v in env.items() if v and "<" in v and ">" in v)
+
+
 def real_tenant_settings(env: dict[str, str | None]) -> bool:
     """True when the settings point at a real identity provider (not the emulator, not a
     placeholder copied from .env.sample)."""
     authority = env.get("OIDC_AUTHORITY") or env.get("AUTHORITY") or ""
     client_id = env.get("CLIENT_ID") or ""
-    if not authority or not client_id or "<" in authority or "<" in client_id:
+    if not authority or not client_id or placeholders(
+            {"AUTHORITY": authority, "CLIENT_ID": client_id}):
         return False
     return (urlsplit(authority).hostname or "") not in LOOPBACK_HOSTS
 
@@ -82,6 +88,12 @@ def main() -> int:
         print(f"Using the identity provider from .env: {provider}")
         return run_webapp({})
 
+    unset = placeholders(env)
+    if unset:
+        # Named, never silently taken for settings: the emulator stands in for all of them.
+        print(f"These settings in .env still hold .env.sample's placeholders, so they count as "
+              f"unset: {', '.join(unset)}. Using the embedded emulator instead; fill them in to "
+              "use your own tenant.")
     from entra_emulator.server import EmulatorServer, describe, env_settings
 
     emu = EmulatorServer(state_dir=STATE_DIR, https_port=8443, http_port=8080)
@@ -97,7 +109,6 @@ def main() -> int:
               "Ctrl-C stops both.\n", flush=True)
         return run_webapp({
             **wiring,
-            "CA_BUNDLE": wiring["REQUESTS_CA_BUNDLE"],
             "SECRET_KEY": env.get("SECRET_KEY") or persistent_secret_key(),
         })
     finally:

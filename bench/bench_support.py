@@ -1,12 +1,17 @@
-"""What the benchmarks share: CPU time from Linux /proc, the verdict word, and the scripted
-browser for the emulator's sign-in pages. Imported as a sibling module (the benchmarks run as
+"""What the benchmarks share: CPU time from Linux /proc, the verdict word, the scripted browser
+for the emulator's sign-in pages, a clean environment for the processes they start, and a
+memory-only redis-server. Imported as a sibling module (the benchmarks run as
 `python bench/<name>.py`, and gunicorn gets `--pythonpath bench`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,3 +57,85 @@ def load_sign_in_driver() -> Callable[..., Any]:
     from tests.conftest import browser_sign_in
 
     return browser_sign_in
+
+
+# ------------------------------------------------------------------------------------------------
+# A clean environment for the processes a benchmark starts
+# ------------------------------------------------------------------------------------------------
+
+# What a child process needs from this one to run at all; every setting the app reads is given
+# explicitly instead (never the developer's shell or .env: a benchmark measures what it says).
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The environment of a child process: PASSED_THROUGH from this one, then `settings`."""
+    env = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
+    return {**env, **settings}
+
+
+# ------------------------------------------------------------------------------------------------
+# redis-server, memory only, on a free loopback port
+# ------------------------------------------------------------------------------------------------
+
+REDIS_STARTUP_SECONDS = 20
+
+
+class RedisServer:
+    """redis-server on a free loopback port, in its own folder, nothing persisted; stopped by its
+    own pid. `cpu_seconds()` is what it used so far (a Redis session store's share of a page)."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install "
+                               "redis-server; `make system-deps` does it)")
+        directory.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
+             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--logfile", str(directory / "redis.log")],
+            cwd=directory, env=clean_env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + REDIS_STARTUP_SECONDS
+        while not self._answers():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode} "
+                                   f"(log: {directory / 'redis.log'})")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer in {REDIS_STARTUP_SECONDS} s")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def keys(self) -> int:
+        """How many keys Redis holds (DBSIZE of database 0)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
+            connection.sendall(b"DBSIZE\r\n")
+            return int(connection.recv(64).strip().lstrip(b":"))
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)

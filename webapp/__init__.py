@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, jsonify, redirect, render_template, request
+from flask import Flask, current_app, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -16,7 +16,7 @@ from flask_entra.hardening import SecurityHeaders, install_log_redaction, sign_o
 
 from . import views
 from .config import Settings, describe_problems, load_settings, read_environment
-from .errors import AppError, register_error_handlers
+from .errors import AppError, register_error_handlers, render_error
 from .extensions import auth
 from .graph import GraphClient
 
@@ -118,7 +118,7 @@ def show_configuration_problems() -> ResponseReturnValue | None:
     error = AppError(503, "The app is not configured yet",
                      "Set these settings in the environment or in a .env file (see .env.sample), "
                      "then restart the app.")
-    return render_template("error.html", error=error, problems=settings.problems), 503
+    return render_error(error, problems=settings.problems)
 
 
 def redirect_loopback_ip() -> ResponseReturnValue | None:

@@ -75,27 +75,6 @@ class Settings:
     problems: tuple[Problem, ...] = field(default_factory=tuple)
 
     @property
-    def authority_url(self) -> str:
-        return self.oidc_authority or self.authority
-
-    @property
-    def redirect_path(self) -> str:
-        return urlsplit(self.redirect_uri).path
-
-    @property
-    def redirect_host(self) -> str:
-        return urlsplit(self.redirect_uri).hostname or "localhost"
-
-    @property
-    def redirect_origin(self) -> str:
-        parts = urlsplit(self.redirect_uri)
-        return f"{parts.scheme}://{parts.netloc}"
-
-    @property
-    def uses_https(self) -> bool:
-        return self.redirect_uri.startswith("https://")
-
-    @property
     def client_credential(self) -> str | dict:
         """The credential in the form MSAL takes: the secret, or MSAL's certificate dict."""
         if self.client_certificate_pem:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, current_app, render_template, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -28,9 +29,13 @@ class AppError(Exception):
     retry_after: int | None = None
 
 
-def render_error(error: AppError) -> ResponseReturnValue:
+def render_error(error: AppError, **context: Any) -> ResponseReturnValue:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
-    return render_template("error.html", error=error), error.status, headers
+    signed_in_available = "flask_entra" in current_app.extensions
+    page = render_template("error.html", error=error, home_url=url_for("views.index"),
+                           sign_in_url=url_for("identity.login") if signed_in_available else "",
+                           **context)
+    return page, error.status, headers
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -231,6 +231,10 @@ def _state() -> _AppState:
 
 def _load_user() -> None:
     g._flask_entra_user = load_signed_in_user(_state().settings)
+    if g._flask_entra_user is not None:
+        # Its page shows the sign-out form, whose target (the provider) the CSP must list
+        # (hardening.sign_out_targets): read at most every 30 s while the provider is down.
+        _state().provider.metadata_if_available()
 
 
 def _redirect_to_sign_in(scopes: list[str]) -> Response:

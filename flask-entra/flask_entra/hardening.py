@@ -74,10 +74,11 @@ class SecurityHeaders:
 
 
 def sign_out_targets(app: Any) -> tuple[str, ...]:
-    """The provider's browser-facing origins (for `form_targets`), once its metadata is known:
-    read at most every 30 s while the provider cannot be reached."""
+    """The provider's browser-facing origins (for `form_targets`), once its metadata is known.
+    Never fetched for this (a static file, /healthz or a signed-out page must not wait on the
+    provider): a signed-in request, whose page has the sign-out form, reads it first."""
     state = app.extensions.get("flask_entra")
-    metadata = state.provider.metadata_if_available() if state else None
+    metadata = state.provider.cached_metadata() if state else None
     return metadata.browser_origins if metadata else ()
 
 

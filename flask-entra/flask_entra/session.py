@@ -22,12 +22,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, g, session
+from flask import Flask, Response, current_app, g, request, session
 from flask.sessions import SessionMixin
 from flask_session.cachelib import CacheLibSessionInterface
 
 from .settings import Settings
-from .store import REDIS_UNAVAILABLE, FileStore, RedisStore, Store, StoreUnavailable, redis_calls
+from .store import (
+    REDIS_UNAVAILABLE,
+    FileStore,
+    RedisStore,
+    Store,
+    StoreBusy,
+    StoreUnavailable,
+    redis_calls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,15 @@ class EndedSessionGuard:
     """A mixin for Flask-Session's interfaces: an ended session is never saved again."""
 
     store: Store
+    settings: Settings
+
+    def _upsert_session(self, session_lifetime: timedelta, session: Any, store_id: str) -> None:
+        # Flask-Session gives every write the full lifetime; a signed-in session is kept only as
+        # long as stored_for says (what is left of it, and the idle timeout: checklist E6).
+        entry = session.get(SESSION_KEY)
+        if isinstance(entry, dict):
+            session_lifetime = timedelta(seconds=stored_for(entry, self.settings, time.time()))
+        super()._upsert_session(session_lifetime, session, store_id)  # type: ignore[misc]
 
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         # Not only a modified session: with SESSION_REFRESH_EACH_REQUEST (Flask's default) an
@@ -60,6 +77,13 @@ class EndedSessionGuard:
         # that delete came after this write or this check sees the mark.
         if guarded and self.is_ended(session.sid):
             self.delete_stored(session.sid)
+
+    def should_set_storage(self, app: Flask, session: Any) -> bool:
+        # Flask's own rule: SESSION_REFRESH_EACH_REQUEST (default True) renews only a permanent
+        # session. Flask-Session 0.8 would rewrite every session at every request (a file or a
+        # Redis SET, plus two ended-mark reads, per page; two tabs overwriting each other).
+        return session.modified or (session.permanent
+                                    and app.config["SESSION_REFRESH_EACH_REQUEST"])
 
     def is_ended(self, sid: str) -> bool:
         return self.store.get(ENDED_PREFIX + sid) is not None
@@ -95,11 +119,14 @@ def _redis_sessions() -> type:
                 # The page is built, but what it depends on (a sign-in, a sign-out) was not
                 # saved: answer with the 503 page instead.
                 log.warning("Session store unreachable while saving the session")
-                response.status_code = 503
-                response.set_data("The session store is unavailable; try again in a moment.")
-                response.mimetype = "text/plain"
+                from .errors import render_error, store_unavailable
+
+                body, status, headers = render_error(store_unavailable())  # type: ignore[misc]
+                response.status_code = status
+                response.set_data(body)
+                response.mimetype = "text/html"
                 response.headers.pop("Location", None)
-                response.headers["Retry-After"] = "10"
+                response.headers.update(headers)
 
         def delete_stored(self, sid: str) -> None:
             with redis_calls():
@@ -109,8 +136,9 @@ def _redis_sessions() -> type:
 
 
 def raise_if_store_down() -> None:
-    """The first before_request: the 503 page when the session could not be read."""
-    if g.pop("_flask_entra_store_down", False):
+    """The first before_request: the 503 page when the session could not be read (static
+    files need no session: the 503 page's own stylesheet among them)."""
+    if g.pop("_flask_entra_store_down", False) and request.endpoint != "static":
         raise StoreUnavailable("the session could not be read")
 
 
@@ -145,6 +173,7 @@ def configure_sessions(app: Flask, settings: Settings) -> Store:
         store = FileStore(config.get("ENTRA_STORE_DIR") or f"{directory}-flask-entra")
         interface = FileSessions(app, client=cache, **options)
     interface.store = store
+    interface.settings = settings
     app.session_interface = interface
     return store
 
@@ -196,8 +225,34 @@ def load_signed_in_user(settings: Settings) -> dict[str, Any] | None:
         return None
     if idle > ACTIVITY_RECORD_SECONDS:
         session[SESSION_KEY] = {**entry, "last_seen": int(now)}
+        _keep_token_cache(session[SESSION_KEY], settings, now)
     g._flask_entra_session = entry
     return entry["claims"]
+
+
+def stored_for(entry: dict[str, Any], settings: Settings, now: float) -> int:
+    """How long (s) the store keeps a signed-in session and its token cache from `now`: what is
+    left of its lifetime, and no longer than the idle timeout after its last recorded request
+    (plus the minute by which that record may lag), so a browser that never comes back leaves
+    no session and no refresh token behind (checklist E6)."""
+    ends = min(entry.get("signed_in_at", 0) + settings.session_lifetime,
+               entry.get("last_seen", now) + settings.session_idle_timeout
+               + ACTIVITY_RECORD_SECONDS)
+    return max(1, int(ends - now) + 1)
+
+
+def _keep_token_cache(entry: dict[str, Any], settings: Settings, now: float) -> None:
+    """Recorded activity keeps the token cache as long as the session (stored_for); under the
+    renewal lock, so a renewal's newer cache is never overwritten with this older copy."""
+    store: Store = current_app.session_interface.store  # type: ignore[attr-defined]
+    key = TOKEN_CACHE_PREFIX + session_id()
+    try:
+        with store.lock("renew:" + session_id(), 10, wait=0):
+            sealed = store.get(key)
+            if sealed is not None:
+                store.set(key, sealed, stored_for(entry, settings, now))
+    except StoreBusy:
+        pass  # a renewal holds it, and saves the cache with a new time to live itself
 
 
 def current_entry() -> dict[str, Any] | None:

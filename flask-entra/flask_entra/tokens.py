@@ -27,7 +27,14 @@ from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from .errors import AuthError
 from .provider import Provider, TokenError, provider_calls
 from .sealing import Sealer, SealError
-from .session import TOKEN_CACHE_PREFIX, current_entry, end_session, session_id
+from .session import (
+    ACTIVITY_RECORD_SECONDS,
+    ENDED_PREFIX,
+    TOKEN_CACHE_PREFIX,
+    current_entry,
+    end_session,
+    session_id,
+)
 from .settings import Settings
 from .store import Store
 
@@ -86,7 +93,15 @@ class Tokens:
 
     def save_cache(self, sid: str, cache: msal.SerializableTokenCache, ends_at: float) -> None:
         sealed = self._sealer.seal(cache.serialize().encode())
+        # Saved by a request, which is activity: kept as long as the session (session.stored_for).
+        ends_at = min(ends_at, time.time() + self.settings.session_idle_timeout
+                      + ACTIVITY_RECORD_SECONDS)
         self.store.set(TOKEN_CACHE_PREFIX + sid, sealed, max(1, int(ends_at - time.time())))
+        # Ended while this was written (a sign-out during a renewal)? Whoever ended it marked it
+        # before deleting this record: either that delete came after this write, or this check
+        # sees the mark. An ended session's refresh token must not stay behind.
+        if self.store.get(ENDED_PREFIX + sid) is not None:
+            self.store.delete(TOKEN_CACHE_PREFIX + sid)
 
     def load_cache(self, sid: str) -> msal.SerializableTokenCache | None:
         sealed = self.store.get(TOKEN_CACHE_PREFIX + sid)

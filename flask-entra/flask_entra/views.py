@@ -33,7 +33,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .errors import AuthError, from_oauth_error, render_error
 from .pending import PendingError, PendingSignIn, new_pending
@@ -152,17 +152,24 @@ def authorization_response() -> ResponseReturnValue:
 def response_parameters() -> dict[str, str]:
     """The response's parameters: the form body for form_post (refused past MAX_FORM_BYTES
     before it is read), else the query string; each value bounded."""
-    if request.method == "POST":
-        request.max_content_length = MAX_FORM_BYTES
-        request.max_form_memory_size = MAX_FORM_BYTES
-        source = request.form
-    else:
-        source = request.args
+    source = bounded_form() if request.method == "POST" else request.args
     params = {key: source.get(key, "") for key in list(source)[:32]}
     if any(len(value) > MAX_PARAMETER_CHARS for value in params.values()):
         raise AuthError(400, "Sign-in failed", "The identity provider's response is malformed "
                         "(a parameter is too long).", offer_sign_in=True)
     return params
+
+
+def bounded_form() -> Any:
+    """The form body, refused (413) past MAX_FORM_BYTES before more is read. Also without a
+    Content-Length (chunked): Werkzeug then stops reading at the limit, but would parse what it
+    read as if it were the whole body."""
+    request.max_content_length = MAX_FORM_BYTES
+    request.max_form_memory_size = MAX_FORM_BYTES
+    form = request.form
+    if request.content_length is None and getattr(request.stream, "is_exhausted", False):
+        raise RequestEntityTooLarge()
+    return form
 
 
 def take_pending(state: str) -> PendingSignIn:
@@ -249,9 +256,7 @@ def logout() -> ResponseReturnValue:
                                logout_url=url_for(f"{state.settings.blueprint_name}.logout"),
                                home_url=request.script_root + "/")
         return body, 200, {"Cache-Control": "no-store"}
-    request.max_content_length = MAX_FORM_BYTES
-    request.max_form_memory_size = MAX_FORM_BYTES
-    sent = request.form.get("csrf_token", "")
+    sent = bounded_form().get("csrf_token", "")
     if not hmac.compare_digest(sent.encode(), entry["csrf"].encode()):
         raise AuthError(400, "Sign-out not confirmed", "The sign-out request did not come from "
                         "this app's sign-out button, so you are still signed in.",

@@ -1,5 +1,6 @@
 """Helpers for the scale-out tests: a real redis-server in a temporary folder, several app instances
-behind a round-robin balancer, and a browser whose one cookie jar reaches all of them.
+behind a round-robin balancer, a browser whose one cookie jar reaches all of them, and the handle of
+a real gunicorn serving the production configuration (the `start_gunicorn` fixture, conftest.py).
 
 The apps run in-process (werkzeug's test client over the balancer); the emulator's pages are driven
 over real HTTP by the shared `browser_sign_in` helper (tests/conftest.py), as in tests/webapp.
@@ -7,14 +8,17 @@ over real HTTP by the shared `browser_sign_in` helper (tests/conftest.py), as in
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +36,9 @@ MEGAN = "MeganB@contoso.onmicrosoft.com"
 SESSION_COOKIE = "session"
 SECRET_KEY = "scale-tests-secret-key-0123456789"
 REDIS_STARTUP_SECONDS = 10
+ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+GUNICORN_STARTUP_SECONDS = 30
 
 
 # -- redis-server ------------------------------------------------------------------------------
@@ -126,6 +133,22 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
 
 
+# -- gunicorn ------------------------------------------------------------------------------------
+
+class Gunicorn:
+    """A gunicorn started by the `start_gunicorn` fixture: `gunicorn -c gunicorn.conf.py wsgi:app`
+    from the repository root, on 127.0.0.1:`port`, its output in `log_path`."""
+
+    def __init__(self, log_path: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+        self.log_path = log_path
+        self.port = port
+        self.base = f"http://localhost:{port}"  # the host of REDIRECT_URI
+        self.process = process
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 # -- app instances -----------------------------------------------------------------------------
 
 def app_config(emu, **overrides: Any) -> dict[str, Any]:
@@ -215,17 +238,40 @@ class Browser:
 
 
 def stored_session(app, session_id: str) -> dict[str, Any] | None:
-    """The session as the store holds it (through the app's own session interface)."""
-    return app.session_interface.load_now(session_id)
+    """The session as the store holds it right now (through the app's own session interface)."""
+    interface = app.session_interface
+    return interface._retrieve_session_data(interface._get_store_id(session_id))
 
 
-def token_cache(app, session: dict[str, Any]) -> dict[str, Any]:
-    import json
+def entry_in_store(app, session_id: str) -> dict[str, Any] | None:
+    """flask_entra's entry (claims, account, csrf, times) in the stored session."""
+    stored = stored_session(app, session_id)
+    return None if stored is None else stored.get("flask_entra")
 
-    return json.loads(app.extensions["webapp"].identity.unseal(session["token_cache"]))
+
+def change_entry_in_store(app, session_id: str, ttl: int = 3600, **changes: Any) -> None:
+    """Change flask_entra's entry in the stored session, as another process would (a raw write:
+    no check of an ended session, the given time to live)."""
+    interface = app.session_interface
+    stored = stored_session(app, session_id)
+    stored["flask_entra"] = {**stored["flask_entra"], **changes}
+    interface._upsert_session(timedelta(seconds=ttl),
+                              interface.session_class(stored, sid=session_id),
+                              interface._get_store_id(session_id))
+
+
+def token_cache(app, session_id: str) -> dict[str, Any] | None:
+    """The session's MSAL token cache, opened (None when there is none)."""
+    cache = app.extensions["flask_entra"].tokens.load_cache(session_id)
+    return None if cache is None else json.loads(cache.serialize())
 
 
 def only_refresh_token(cache: dict[str, Any]) -> str:
     tokens = [entry["secret"] for entry in cache["RefreshToken"].values()]
     assert len(tokens) == 1, tokens
     return tokens[0]
+
+
+def csrf_token_of(page) -> str:
+    """The sign-out button's CSRF token on a signed-in page."""
+    return page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]

@@ -9,15 +9,14 @@ import time
 
 import pytest
 
+from flask_entra.store import FileStore, RedisStore, StoreBusy
 from tests.scale.scale_support import (
     ADELE,
     Balancer,
     Browser,
     only_refresh_token,
-    stored_session,
     token_cache,
 )
-from webapp.sessions import FileSessions, RedisSessions, SessionBusy
 
 TABS = 4
 PAGES_PER_TAB = 3
@@ -31,7 +30,7 @@ class TokenCalls:
         self.statuses: list[int] = []
         self._lock = threading.Lock()
         for app in apps:
-            app.extensions["webapp"].http.hooks["response"].append(self._record)
+            app.extensions["flask_entra"].http.hooks["response"].append(self._record)
 
     def _record(self, response, *args, **kwargs):
         if response.request.url.endswith("/oauth2/v2.0/token"):
@@ -78,7 +77,7 @@ def test_concurrent_renewals_lose_no_refresh_token(make_instance, store_settings
     # 60 s access tokens: every page renewed, one after the other, none refused as a reuse.
     assert calls.statuses == [200] * TABS * PAGES_PER_TAB
 
-    cache = token_cache(first, stored_session(first, browser.session_id()))
+    cache = token_cache(first, browser.session_id())
     refresh_token = only_refresh_token(cache)
     grant = short_lived.state.refresh_tokens.find(refresh_token)
     assert grant is not None and not grant.used  # the newest: every older one was spent
@@ -95,21 +94,23 @@ def test_a_valid_access_token_takes_no_lock(make_instance, store_settings, emula
     def no_lock(*args, **kwargs):
         raise AssertionError("a cached, valid access token must not need the session's lock")
 
-    monkeypatch.setattr(type(app.session_interface), "lock", no_lock)
+    store = app.extensions["flask_entra"].store
+    monkeypatch.setattr(type(store), "lock", no_lock)
     assert browser.get("/graph").status_code == 200
 
 
-@pytest.fixture
-def interface(make_instance, store_settings):
-    return make_instance(**store_settings).session_interface
+@pytest.fixture(name="store")
+def store_fixture(make_instance, store_settings):
+    """The store the renewal lock lives in (beside the sessions)."""
+    return make_instance(**store_settings).extensions["flask_entra"].store
 
 
-def test_the_session_lock_excludes_others_until_released(interface):
-    assert isinstance(interface, RedisSessions | FileSessions)
+def test_the_session_lock_excludes_others_until_released(store, store_settings):
+    assert isinstance(store, RedisStore if store_settings else FileStore)
     held, release = threading.Event(), threading.Event()
 
     def holder() -> None:
-        with interface.lock("session-a", 10):
+        with store.lock("session-a", 10):
             held.set()
             release.wait(10)
 
@@ -118,21 +119,21 @@ def test_the_session_lock_excludes_others_until_released(interface):
     try:
         assert held.wait(10)
         began = time.monotonic()
-        with pytest.raises(SessionBusy), interface.lock("session-a", 0.3):
+        with pytest.raises(StoreBusy), store.lock("session-a", 0.3):
             pass
         assert time.monotonic() - began >= 0.25  # waited for it
-        with interface.lock("session-b", 0.3):  # other sessions are not held up
+        with store.lock("session-b", 0.3):  # other sessions are not held up
             pass
     finally:
         release.set()
         thread.join(10)
-    with interface.lock("session-a", 0.3):
+    with store.lock("session-a", 0.3):
         pass
 
 
-def test_a_lock_whose_holder_died_is_taken_over_after_its_lease(interface):
-    lock = interface.lock("session-a", 0.3)
+def test_a_lock_whose_holder_died_is_taken_over_after_its_lease(store):
+    lock = store.lock("session-a", 0.3)
     lock.__enter__()  # and never released, like a process killed while renewing
     time.sleep(0.4)
-    with interface.lock("session-a", 0.3):  # the same lease as every request; no SessionBusy
+    with store.lock("session-a", 0.3):  # the same lease as every request; no StoreBusy
         pass

@@ -1,5 +1,6 @@
 """The default store (files, cachelib) still works, and still serves several processes of one
-machine: instances sharing SESSION_FILE_DIR, as gunicorn's workers do."""
+machine: instances sharing SESSION_FILE_DIR (and flask_entra's records beside it,
+`<SESSION_FILE_DIR>-flask-entra/`), as gunicorn's workers do."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.scale.scale_support import ADELE, Balancer, Browser
-from webapp.sessions import FileSessions, RecentSessions
+from tests.scale.scale_support import ADELE, Balancer, Browser, csrf_token_of, stored_session
 
 
 def test_default_file_store_is_shared_by_instances_of_one_machine(make_instance, tmp_path,
                                                                   emulator, browser_sign_in):
     first, second = make_instance(), make_instance()
-    assert isinstance(first.session_interface, FileSessions)  # no SESSION_TYPE: files
+    assert first.config["SESSION_TYPE"] == "filesystem"  # no SESSION_TYPE: files
     balancer = Balancer(first, second)
     browser = Browser(balancer, emulator, browser_sign_in)
     assert browser.sign_in(next_path="/graph").status_code == 303
     assert balancer.served == [0, 1]
+    # The session in SESSION_FILE_DIR, its token cache apart in flask_entra's records.
+    assert len(stored_expiries(tmp_path / "sessions")) == 1
+    assert len(stored_expiries(tmp_path / "sessions-flask-entra" / "records")) == 1
     for _ in range(2):
         graph = browser.get("/graph")
         assert graph.status_code == 200 and ADELE in graph.get_data(as_text=True)
@@ -38,93 +41,52 @@ def test_default_file_store_is_shared_by_instances_of_one_machine(make_instance,
     # the idle timeout plus the minute by which the last request may not be recorded yet.
     ({"SESSION_IDLE_TIMEOUT": "300"}, 300 + 60),
 ])
-def test_stored_file_expires_with_the_sign_in(make_instance, tmp_path, emulator, browser_sign_in,
-                                              setting, stored_for):
+def test_stored_files_expire_with_the_sign_in(make_instance, tmp_path, emulator,
+                                              browser_sign_in, setting, stored_for):
     app = make_instance(**setting)
     browser = Browser(Balancer(app), emulator, browser_sign_in)
     signed_in = time.time()
     assert browser.sign_in().status_code == 303
-    expiries = stored_expiries(tmp_path / "sessions")
-    assert len(expiries) == 1
-    assert signed_in + stored_for - 2 <= expiries[0] <= signed_in + stored_for + 2
+    # The session and its token cache (the refresh token) both.
+    for folder in (tmp_path / "sessions", tmp_path / "sessions-flask-entra" / "records"):
+        expiries = stored_expiries(folder)
+        assert len(expiries) == 1, folder
+        assert signed_in + stored_for - 2 <= expiries[0] <= signed_in + stored_for + 2, folder
 
 
-def test_a_sign_out_on_one_instance_ends_the_session_on_the_other(make_instance, emulator,
-                                                                   browser_sign_in):
-    """Each instance keeps the sessions it read in memory (RecentSessions): a sign-out on
-    another instance must still end the session there at once, for a copied cookie too."""
+def test_a_sign_out_on_one_instance_ends_the_session_on_the_other(make_instance, tmp_path,
+                                                                   emulator, browser_sign_in):
+    """No instance keeps a session in memory: a sign-out on another instance ends it there at
+    once, for a copied cookie too."""
     first, second = make_instance(), make_instance()
     browser = Browser(Balancer(first), emulator, browser_sign_in)
     assert browser.sign_in().status_code == 303
     stolen = browser.tab()  # the same session cookie, e.g. copied by an attacker
-    assert ADELE in browser.get("/").get_data(as_text=True)  # now in the first's memory
+    assert ADELE in browser.get("/").get_data(as_text=True)  # read by the first
+    session_id = browser.session_id()
 
     browser.balancer.replace(second)
-    page = browser.get("/").get_data(as_text=True)
-    csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+    csrf = csrf_token_of(browser.get("/"))
     assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 303
+    # Gone from the folder the sessions share; only the ended mark is left, in the records.
+    assert stored_session(second, session_id) is None
+    assert stored_expiries(tmp_path / "sessions") == []
+    assert len(stored_expiries(tmp_path / "sessions-flask-entra" / "records")) == 1
 
     stolen.balancer.replace(first)
     page = stolen.get("/")
     assert page.status_code == 200 and ADELE not in page.get_data(as_text=True)
     assert stolen.get("/graph").status_code == 302  # to sign-in
-
-
-def test_recent_sessions_are_dropped_when_another_process_writes(tmp_path):
-    """Two RecentSessions on one generations file act as two processes."""
-    mine, theirs = (RecentSessions(tmp_path / "generations") for _ in range(2))
-    generation = mine.generation("session:a")
-    mine.put("session:a", generation, {"user": {"name": "Adele"}})
-    copy = mine.get("session:a", mine.generation("session:a"))
-    assert copy == {"user": {"name": "Adele"}}
-    copy["user"]["name"] = "changed by a request"  # a copy: the cached one is unchanged
-    assert mine.get("session:a", mine.generation("session:a"))["user"]["name"] == "Adele"
-
-    theirs.changed("session:a")
-    assert mine.generation("session:a") != generation
-    assert mine.get("session:a", mine.generation("session:a")) is None
-
-
-def test_recent_sessions_keep_a_bounded_number_for_a_bounded_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(RecentSessions, "CAPACITY", 3)
-    monkeypatch.setattr(RecentSessions, "MAX_AGE_SECONDS", 0.2)
-    recent = RecentSessions(tmp_path / "generations")
-    for name in "abcd":
-        recent.put(name, recent.generation(name), {"n": name})
-    assert recent.get("a", recent.generation("a")) is None  # the first in made room
-    assert recent.get("d", recent.generation("d")) == {"n": "d"}
-    time.sleep(0.3)
-    assert recent.get("d", recent.generation("d")) is None
-
-
-def test_recent_sessions_follow_a_replaced_generations_file(tmp_path, monkeypatch):
-    """Someone clears the session folder while workers run: a worker started after maps a new
-    file; one started before must notice, or it would never see that worker's writes."""
-    monkeypatch.setattr(RecentSessions, "FILE_CHECK_SECONDS", 0.1)
-    before = RecentSessions(tmp_path / "generations")
-    before.put("session:a", before.generation("session:a"), {"user": "Adele"})
-    (tmp_path / "generations").unlink()
-    after = RecentSessions(tmp_path / "generations")
-    after.changed("session:a")  # e.g. a sign-out handled by the newer worker
-    time.sleep(0.2)
-    assert before.get("session:a", before.generation("session:a")) is None
+    assert stored_expiries(tmp_path / "sessions") == []  # and nothing was written back
 
 
 def stored_expiries(folder: Path) -> list[int]:
+    """The expiry of each entry cachelib keeps in `folder` (not its item counter)."""
     expiries = []
-    for path in folder.iterdir():
+    for path in folder.iterdir() if folder.exists() else ():
         if path.is_file():
             with path.open("rb") as stored:
                 expires = struct.unpack("I", stored.read(4))[0]  # cachelib's header
-                if isinstance(pickle.load(stored), dict):  # not cachelib's item counter
+                if not isinstance(pickle.load(stored), int):  # cachelib's item counter
                     expiries.append(expires)
     return expiries
-
-
-def test_a_write_right_after_the_file_was_replaced_still_reaches_every_process(tmp_path):
-    before = RecentSessions(tmp_path / "generations")
-    (tmp_path / "generations").unlink()
-    after = RecentSessions(tmp_path / "generations")
-    after.put("session:a", after.generation("session:a"), {"user": "Adele"})
-    before.changed("session:a")  # at once, not a FILE_CHECK_SECONDS later
-    assert after.get("session:a", after.generation("session:a")) is None

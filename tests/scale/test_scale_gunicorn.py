@@ -4,70 +4,12 @@ carries the callback's code or state, and X-Forwarded-* are believed only throug
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.scale.scale_support import app_config, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-GUNICORN = Path(sys.executable).with_name("gunicorn")
-STARTUP_SECONDS = 30
-
-
-class Gunicorn:
-    def __init__(self, log_path: Path, port: int, process: subprocess.Popen[bytes]) -> None:
-        self.log_path = log_path
-        self.base = f"http://localhost:{port}"  # the host of REDIRECT_URI
-        self.process = process
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def start_gunicorn(tmp_path: Path, emulator) -> Iterator:
-    started: list[Gunicorn] = []
-
-    def start(**settings: str) -> Gunicorn:
-        port = free_port()
-        env = {**os.environ, **app_config(emulator, **settings),
-               "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1",
-               "GUNICORN_THREADS": "2", "SESSION_FILE_DIR": str(tmp_path / "sessions")}
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen([str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"],
-                                       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        server = Gunicorn(log_path, port, process)
-        started.append(server)
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {process.returncode}: {server.log()[-3000:]}")
-            try:
-                if requests.get(f"{server.base}/healthz", timeout=2).status_code == 200:
-                    return server
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer within {STARTUP_SECONDS} s: "
-                            f"{server.log()[-3000:]}")
-            time.sleep(0.05)
-
-    yield start
-    for server in started:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+from tests.scale.scale_support import Gunicorn
 
 
 def wait_for_log(server: Gunicorn, text: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import default_directory_document
 from tests.webapp.webapp_support import (
     Browser,
+    CallRecorder,
     stored_sessions,
     webapp_config,
 )
@@ -64,6 +65,7 @@ def test_env_sample_documents_every_setting():
     read = set(re.findall(r'get\("([A-Z][A-Z0-9_]+)"\)', source)) | set(
         re.findall(r'raw\.get\("([A-Z][A-Z0-9_]+)"', source)) | set(DEFAULTS)
     assert read <= documented, read - documented
+    assert documented <= read, documented - read  # no setting the app no longer reads
 
 
 def test_settings_come_from_dotenv_without_touching_os_environ(tmp_path, monkeypatch):
@@ -77,6 +79,76 @@ def test_settings_come_from_dotenv_without_touching_os_environ(tmp_path, monkeyp
     import os
 
     assert "CLIENT_ID" not in os.environ
+
+
+@pytest.mark.parametrize(("key", "placeholder"), [
+    ("CLIENT_ID", "<Enter_your_client_id>"),
+    ("CLIENT_SECRET", "<Enter_your_client_secret>"),
+    ("AUTHORITY", "https://login.microsoftonline.com/<Enter_your_tenant_id>"),
+    ("SECRET_KEY", "<python -c 'import secrets; print(secrets.token_hex(32))'>"),
+])
+def test_a_setting_left_at_its_env_sample_placeholder_is_named(emulator, tmp_path, key,
+                                                               placeholder):
+    """Issue 9: a value copied from .env.sample unchanged is a problem to fix, not a setting."""
+    app = create_app(webapp_config(emulator, tmp_path, **{key: placeholder}))
+    client = app.test_client()
+    for path in ("/", "/login"):
+        response = client.get(path)
+        body = response.get_data(as_text=True)
+        assert response.status_code == 503
+        assert "not configured yet" in body and f"<code>{key}</code>" in body
+        assert "placeholder" in body and ".env.sample" in body
+        assert placeholder not in body  # shown escaped, never as markup
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json() == {"status": "misconfigured", "settings": [key]}
+    assert "flask_entra" not in app.extensions  # nothing started with the placeholder
+
+
+def test_env_sample_copied_unchanged_names_the_three_required_settings(tmp_path, monkeypatch):
+    """A newcomer's first run: .env is .env.sample, nothing filled in."""
+    (tmp_path / ".env").write_text((ROOT / ".env.sample").read_text())
+    for key in ("CLIENT_ID", "CLIENT_SECRET", "AUTHORITY", "OIDC_AUTHORITY", "SECRET_KEY",
+                "CLIENT_CERTIFICATE_PATH", "CLIENT_PRIVATE_KEY_PATH", "REDIRECT_URI", "ENDPOINT",
+                "SCOPE", "SESSION_TYPE", "CA_BUNDLE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    response = create_app().test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "misconfigured",
+                                   "settings": ["AUTHORITY", "CLIENT_ID", "CLIENT_SECRET"]}
+
+
+def test_ca_settings_in_dotenv_win_over_the_environment(tmp_path, monkeypatch):
+    """Issue 9: machines that set REQUESTS_CA_BUNDLE (or CA_BUNDLE) for everything must not
+    override the emulator's bundle written to .env; other settings keep the environment first."""
+    (tmp_path / ".env").write_text("CA_BUNDLE=/from/dotenv/ca.pem\n"
+                                   "REQUESTS_CA_BUNDLE=/from/dotenv/requests.pem\n"
+                                   "CLIENT_ID=from-dotenv\nSCOPE=Mail.Read\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CA_BUNDLE", "/from/environment/ca.pem")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/from/environment/requests.pem")
+    monkeypatch.setenv("CLIENT_ID", "from-environment")
+    monkeypatch.setenv("SCOPE", "User.Read")
+    values = read_environment()
+    assert values["CA_BUNDLE"] == "/from/dotenv/ca.pem"
+    assert values["REQUESTS_CA_BUNDLE"] == "/from/dotenv/requests.pem"
+    assert values["CLIENT_ID"] == "from-environment"
+    assert values["SCOPE"] == "User.Read"
+    import os
+
+    assert os.environ["REQUESTS_CA_BUNDLE"] == "/from/environment/requests.pem"  # untouched
+    assert load_settings(values).ca_bundle == "/from/dotenv/ca.pem"
+
+
+def test_ca_settings_from_the_environment_stay_when_dotenv_has_none(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("CA_BUNDLE=\nCLIENT_ID=from-dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CA_BUNDLE", "/from/environment/ca.pem")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/from/environment/requests.pem")
+    values = read_environment()
+    assert values["CA_BUNDLE"] == "/from/environment/ca.pem"  # an empty .env value is unset
+    assert values["REQUESTS_CA_BUNDLE"] == "/from/environment/requests.pem"
 
 
 def test_reserved_scopes_are_dropped_from_scope():
@@ -93,7 +165,8 @@ def test_provider_down_gives_a_502_page_naming_it(make_app, closed_port):
     assert f"Could not reach the identity provider at https://localhost:{closed_port}" in body
     assert "Check that AUTHORITY is right" in body
     assert client.get_cookie("session") is None and stored_sessions(app) == {}
-    assert client.get_cookie("signin_binding") is None
+    # No sign-in was started: no pending sign-in cookie either.
+    assert response.headers.getlist("Set-Cookie") == []
 
 
 def test_untrusted_provider_certificate_names_ca_bundle(make_app, monkeypatch):
@@ -111,7 +184,9 @@ def test_unknown_tenant_is_a_clear_page(make_app, emulator):
     response = app.test_client().get("/login")
     body = response.get_data(as_text=True)
     assert response.status_code == 503
-    assert "identity provider" in body and "AUTHORITY" in body
+    assert "identity provider setting is wrong" in body
+    assert "configuration problem in the app&#39;s authority setting" in body
+    assert "The tenant in the authority does not exist" in body  # the AADSTS90002 hint
 
 
 def test_discovery_issuer_must_match_the_authority(make_app, emulator):
@@ -153,22 +228,22 @@ def test_security_headers_on_every_page(app, browser, emulator):
 
 @pytest.mark.parametrize("script_root", ["", "/mounted/below"])
 def test_page_links_are_what_url_for_builds(app, browser, script_root):
-    """The links built once per process are the ones url_for() builds per request, also for an
-    app mounted below a path (SCRIPT_NAME)."""
-    from flask import render_template_string, url_for
+    """Every link of a page is built per request with url_for(), so they stay right for an app
+    mounted below a path (SCRIPT_NAME)."""
+    from flask import url_for
 
-    browser.sign_in()
     environ = {"SCRIPT_NAME": script_root}
     with app.test_request_context("/", environ_overrides=environ):
         expected = {"home": url_for("views.index"), "graph": url_for("views.call_graph"),
-                    "claims": url_for("views.claims"), "sign_in": url_for("auth.login"),
-                    "sign_out": url_for("auth.logout"),
+                    "claims": url_for("views.claims"), "sign_in": url_for("identity.login"),
+                    "sign_out": url_for("identity.logout"),
                     "stylesheet": url_for("static", filename="style.css")}
-        rendered = render_template_string(
-            "{{ links.home }} {{ links.graph }} {{ links.claims }} {{ links.sign_in }} "
-            "{{ links.sign_out }} {{ links.stylesheet }}")
-    assert rendered.split() == list(expected.values())
     assert expected["graph"] == f"{script_root}/graph"
+    assert expected["sign_in"] == f"{script_root}/login"
+    signed_out = browser.client.get("/", environ_overrides=environ).get_data(as_text=True)
+    for name in ("stylesheet", "home", "sign_in"):
+        assert f'="{expected[name]}"' in signed_out, name
+    browser.sign_in()
     page = browser.client.get("/", environ_overrides=environ).get_data(as_text=True)
     for name in ("stylesheet", "home", "graph", "claims", "sign_out"):
         assert f'="{expected[name]}"' in page, name
@@ -176,13 +251,32 @@ def test_page_links_are_what_url_for_builds(app, browser, script_root):
 
 def test_csp_lists_the_provider_once_its_metadata_is_known(make_app, emulator):
     app = make_app()
+    calls = CallRecorder(app)
     client = app.test_client()
     before = client.get("/").headers["Content-Security-Policy"]
     assert "form-action 'self';" in before  # nothing fetched yet for a signed-out page
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+    assert calls.calls == []  # pages without a sign-out form never wait on the provider
     assert client.get("/login").status_code == 302  # reads the provider's metadata
     after = client.get("/").headers["Content-Security-Policy"]
     assert f"form-action 'self' {emulator.http_base};" in after
     assert client.get("/static/style.css").headers["Content-Security-Policy"] == after
+
+
+def test_a_signed_in_page_lists_the_provider_after_a_restart(make_app, emulator,
+                                                             browser_sign_in_fn):
+    """A process that never read the provider's metadata (restarted, or another instance) reads
+    it for a signed-in page, whose sign-out form goes to the provider."""
+    browser = Browser(make_app(), emulator, browser_sign_in_fn)
+    assert browser.sign_in().status_code == 303
+    restarted = make_app()  # the same session folder and SECRET_KEY
+    client = restarted.test_client()
+    cookie = browser.cookie()
+    client.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
+    page = client.get("/")
+    assert "Sign out" in page.get_data(as_text=True)
+    assert f"form-action 'self' {emulator.http_base};" in page.headers["Content-Security-Policy"]
 
 
 def test_static_css_is_local(app):

@@ -10,6 +10,8 @@ import pytest
 from tests.webapp.webapp_support import (
     Browser,
     CallRecorder,
+    entra,
+    entry_of,
     revoke_refresh_token,
     stored_sessions,
 )
@@ -39,7 +41,7 @@ def test_profile_card_without_photo_shows_initials(app, emulator, browser_sign_i
 
 def test_graph_called_with_bearer_header_only(app, signed_in):
     seen = []
-    app.extensions["webapp"].http.hooks["response"].append(
+    entra(app).http.hooks["response"].append(
         lambda r, *a, **k: seen.append(r.request))
     signed_in.client.get("/graph")
     graph_calls = [r for r in seen if "/v1.0/me" in r.url]
@@ -63,13 +65,17 @@ def test_claims_challenge_needing_interaction_goes_through_sign_in(app, signed_i
     emulator.faults.add("graph", "claims_challenge")
     revoke_refresh_token(app, signed_in, emulator)  # the silent path will be refused
     response = signed_in.client.get("/graph")
-    assert response.status_code == 303
-    assert response.headers["Location"] == "/login?next=/graph"
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/login" and parse_qs(location.query)["next"] == ["/graph"]
+    # The challenge is kept with the session (still signed in) for the sign-in to ask for it.
+    assert "nbf" in entry_of(app, signed_in)["claims_challenge"]
     login = signed_in.client.get(response.headers["Location"])
     params = parse_qs(urlsplit(login.headers["Location"]).query)
     assert "nbf" in params["claims"][0]  # the challenge travels to the provider
     back = signed_in.deliver(signed_in.authorize(login.headers["Location"]))
     assert back.headers["Location"] == "/graph"
+    assert "claims_challenge" not in entry_of(app, signed_in)  # answered: not asked again
     assert signed_in.client.get("/graph").status_code == 200
 
 

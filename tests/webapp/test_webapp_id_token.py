@@ -1,7 +1,7 @@
 """ID-token validation by the app (security checklist B3, B4, B6, B7, B8), through the emulator's
 defect injection. A refused sign-in must persist nothing: MSAL writes tokens into its cache before
-any check runs, so the test signs in first and checks the stored session (and its token cache) is
-byte-for-byte unchanged after the refused second sign-in."""
+any check runs, so the test signs in first and checks the stored session and flask_entra's records
+(the sealed token caches) are byte-for-byte unchanged after the refused second sign-in."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tests.webapp.webapp_support import (
     Browser,
     CallRecorder,
     registered_app,
+    stored_records,
     stored_sessions,
 )
 
@@ -26,7 +27,6 @@ REFUSALS = {
     "missing_iat": "lacks the iat claim",
     "expired": "has expired",
     "iat_future": "dated in the future",
-    "no_kid": "does not name its signing key (kid)",
     "unknown_kid": "key the provider does not publish",
     "aud_extra": "also meant for other audiences (aud)",
     "azp_wrong": "issued to another party (azp)",
@@ -54,6 +54,7 @@ def signed_in(query_app, emulator, browser_sign_in_fn):
 def test_defective_id_token_is_refused_and_nothing_persisted(query_app, signed_in, emulator,
                                                             defect):
     before = stored_sessions(query_app)
+    records_before = stored_records(query_app)
     cookie_before = signed_in.cookie().value
     emulator.defects.add(registered_app(emulator).app_id, defect)
 
@@ -64,6 +65,7 @@ def test_defective_id_token_is_refused_and_nothing_persisted(query_app, signed_i
     assert "ID token failed validation" in body
     assert REFUSALS[defect] in body
     assert stored_sessions(query_app) == before  # tokens from that response went nowhere
+    assert stored_records(query_app) == records_before
     assert signed_in.cookie().value == cookie_before
     assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
     assert "Adele Vance" in signed_in.client.get("/").get_data(as_text=True)
@@ -90,8 +92,40 @@ def test_unknown_kid_refetches_jwks_once_then_is_rate_limited(query_app, signed_
 
 
 def test_form_post_sign_in_with_defect_creates_no_session(app, browser, emulator):
+    records_before = stored_records(app)
     emulator.defects.add(registered_app(emulator).app_id, "wrong_nonce")
     response = browser.sign_in()
     assert response.status_code == 400
     assert stored_sessions(app) == {}
+    assert stored_records(app) == records_before
+    assert browser.cookie() is None
+
+
+def test_a_token_without_kid_is_accepted_only_while_one_key_is_published(
+        make_app, start_emulator, browser_sign_in_fn):
+    """OpenID RP certification rp-id_token-kid-absent-single-jwks: with one published signing
+    key a token without `kid` can only be signed with it; with several it is refused rather than
+    tried against each. The emulator's own keys: rotating them must not disturb other tests."""
+    emu = start_emulator()
+    assert len(emu.keys.published) == 1
+    app = make_app(emu, RESPONSE_MODE="query")
+    browser = Browser(app, emu, browser_sign_in_fn)
+    emu.defects.add(registered_app(emu).app_id, "no_kid")
+    response = browser.sign_in()
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert "Adele Vance" in browser.client.get("/").get_data(as_text=True)
+
+    emu.keys.rotate()
+    assert len(emu.keys.published) == 2
+    app = make_app(emu, RESPONSE_MODE="query")  # a new process: it reads the two keys
+    browser = Browser(app, emu, browser_sign_in_fn)
+    records_before = stored_records(app)
+    sessions_before = stored_sessions(app)
+    emu.defects.add(registered_app(emu).app_id, "no_kid")
+    response = browser.sign_in(username=MEGAN)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400, body
+    assert "ID token failed validation" in body
+    assert "does not name its signing key (kid) and the provider publishes several" in body
+    assert stored_sessions(app) == sessions_before and stored_records(app) == records_before
     assert browser.cookie() is None

@@ -1,5 +1,6 @@
-"""Sign-out (security checklist F1, F2): POST with a CSRF token only; session and token cache gone
-before the browser is sent to the provider's end_session_endpoint."""
+"""Sign-out (security checklist F1, F2, F3): POST with a CSRF token only; session and token cache
+gone before the browser is sent to the provider's end_session_endpoint, which sends it back to
+the app's root (request.url_root) with a sealed state the app recognises once."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from tests.webapp.webapp_support import (
     ADELE,
     MEGAN,
     Browser,
-    session_of,
+    entra,
+    entry_of,
     stored_sessions,
 )
+
+SIGN_OUT_COOKIE = "entra-signout"
+APP_BASE = "http://localhost:5000"  # where the registered post-logout URI says the app runs
 
 
 def csrf_token(browser) -> str:
@@ -28,8 +33,10 @@ def csrf_token(browser) -> str:
 
 def test_sign_out_clears_everything_and_goes_to_the_provider(app, browser, emulator):
     browser.sign_in()
+    session_id = browser.cookie().value
+    assert entra(app).tokens.load_cache(session_id) is not None
     token = csrf_token(browser)
-    response = browser.client.post("/logout", data={"csrf_token": token})
+    response = browser.client.post("/logout", data={"csrf_token": token}, base_url=APP_BASE)
     assert response.status_code == 303
     location = urlsplit(response.headers["Location"])
     assert f"{location.scheme}://{location.netloc}" == emulator.http_base
@@ -42,6 +49,7 @@ def test_sign_out_clears_everything_and_goes_to_the_provider(app, browser, emula
     assert "logout_hint" not in params and ADELE not in location.query
     assert "id_token_hint" not in params  # no token in a URL
     assert stored_sessions(app) == {}
+    assert entra(app).tokens.load_cache(session_id) is None  # the token cache went first
     assert any(c.startswith("session=;") for c in response.headers.getlist("Set-Cookie"))
     # The provider accepts it (registered post-logout URI) and sends the browser back.
     back = requests.get(response.headers["Location"], allow_redirects=False, timeout=10)
@@ -52,18 +60,34 @@ def test_sign_out_clears_everything_and_goes_to_the_provider(app, browser, emula
 def test_the_providers_return_with_the_sign_outs_state_says_signed_out(app, browser):
     """Checklist F2: a fresh state on every sign-out, which the provider sends back."""
     browser.sign_in()
-    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)},
+                                   base_url=APP_BASE)
     state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
-    assert len(state) >= 43 and browser.cookie("signout_state").value == state
+    assert len(state) >= 43 and browser.cookie(SIGN_OUT_COOKIE).value == state
     back = requests.get(response.headers["Location"], allow_redirects=False, timeout=10)
     assert parse_qs(urlsplit(back.headers["Location"]).query)["state"] == [state]
 
-    home = browser.client.get(f"/?{urlsplit(back.headers['Location']).query}")
+    # The return goes on to the same page without the state in the address bar ...
+    returned = browser.client.get(f"/?{urlsplit(back.headers['Location']).query}")
+    assert returned.status_code == 303 and returned.headers["Location"] == "/"
+    # ... which says so, once.
+    home = browser.client.get("/")
     assert home.status_code == 200
     assert "You have signed out." in home.get_data(as_text=True)
-    assert browser.cookie("signout_state") is None  # used once
+    assert browser.cookie(SIGN_OUT_COOKIE) is None  # used once
+    assert "You have signed out." not in browser.client.get("/").get_data(as_text=True)
     again = browser.client.get(f"/?state={state}")
+    assert again.status_code == 200
     assert "You have signed out." not in again.get_data(as_text=True)
+    other_state = parse_qs(urlsplit(browser_sign_out_location(browser)).query)["state"][0]
+    assert other_state != state  # fresh on every sign-out
+
+
+def browser_sign_out_location(browser) -> str:
+    """Sign in and out once more in the same browser; the provider sign-out URL."""
+    browser.sign_in()
+    return browser.client.post("/logout", data={"csrf_token": csrf_token(browser)},
+                               base_url=APP_BASE).headers["Location"]
 
 
 @pytest.mark.parametrize("query", ["", "?state=", "?state=forged", "?state=a&state=b"])
@@ -109,7 +133,7 @@ def test_logout_hint_is_the_login_hint_optional_claim(make_app, start_emulator,
         app = make_app(emu)
         browser = Browser(app, emu, browser_sign_in_fn)
         browser.sign_in(username=username)
-        claims = session_of(app, browser)["id_token_claims"]
+        claims = entry_of(app, browser)["claims"]
         response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
         hint = parse_qs(urlsplit(response.headers["Location"]).query)["logout_hint"][0]
         assert hint == claims["login_hint"] and username not in hint  # opaque
@@ -144,21 +168,38 @@ def test_sign_out_when_signed_out_is_harmless(app, browser):
     assert browser.client.get("/logout").status_code == 303
 
 
-def test_configured_post_logout_redirect_uri_is_url_encoded(make_app, emulator,
-                                                            browser_sign_in_fn):
-
-    app = make_app(POST_LOGOUT_REDIRECT_URI="http://localhost:5000/getAToken")
-    browser = Browser(app, emulator, browser_sign_in_fn)
+def test_post_logout_redirect_uri_is_the_apps_root_url_encoded(app, browser):
+    """The app's root where it runs (its script root included), URL-encoded."""
     browser.sign_in()
-    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
-    assert "post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A5000%2FgetAToken" in (
-        response.headers["Location"])
+    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)},
+                                   base_url=f"{APP_BASE}/quickstart/")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    location = response.headers["Location"]
+    assert "post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A5000%2Fquickstart%2F&" in location
+    assert parse_qs(urlsplit(location).query)["post_logout_redirect_uri"] == [
+        f"{APP_BASE}/quickstart/"]
 
 
 def test_an_empty_sign_out_cookie_matches_no_state(app, browser):
-    browser.client.set_cookie("signout_state", "")
-    page = browser.client.get("/?state=").get_data(as_text=True)
-    assert "You have signed out." not in page
+    browser.client.set_cookie(SIGN_OUT_COOKIE, "")
+    page = browser.client.get("/?state=")
+    assert page.status_code == 200
+    assert "You have signed out." not in page.get_data(as_text=True)
+
+
+def test_a_sign_out_cookie_is_no_state_of_its_own(app, browser):
+    """The cookie must match the state the provider returns: neither alone says signed out."""
+    browser.sign_in()
+    response = browser.client.post("/logout", data={"csrf_token": csrf_token(browser)})
+    state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
+    assert "You have signed out." not in browser.client.get("/").get_data(as_text=True)
+    forged = browser.client.get("/?state=" + state[:-4] + "AAAA")
+    assert forged.status_code == 200
+    assert "You have signed out." not in forged.get_data(as_text=True)
+    stranger = Browser(app, browser.emu, browser._sign_in_fn)
+    alone = stranger.client.get(f"/?state={state}")  # the state without the cookie
+    assert alone.status_code == 200
+    assert "You have signed out." not in alone.get_data(as_text=True)
 
 
 def test_a_sign_out_during_a_renewal_in_another_tab_stays_signed_out(
@@ -179,6 +220,7 @@ def test_a_sign_out_during_a_renewal_in_another_tab_stays_signed_out(
     renewal.join(10)
 
     assert stored_sessions(short_app) == {}
+    assert entra(short_app).tokens.load_cache(copied_cookie) is None  # nor its tokens
     stolen = short_app.test_client()
     stolen.set_cookie("session", copied_cookie)
     assert stolen.get("/graph").status_code == 302  # to sign-in: nothing came back

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from entra_emulator.server import env_settings, write_env_file
+from flask_entra.outbound import OutboundSession
 from tests.webapp.webapp_support import (
     Browser,
     state_of,
 )
 from webapp import create_app
-from webapp.outbound import OutboundSession
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
@@ -100,7 +100,7 @@ def test_a_wrong_client_secret_shows_aadsts7000215_with_its_hint(make_app, emula
 
 
 @pytest.mark.parametrize(("error", "code", "hint"), [
-    ("unauthorized_client", "700016", "Check CLIENT_ID"),
+    ("unauthorized_client", "700016", "Check the client ID"),
     ("invalid_request", "50011", "localhost and 127.0.0.1 differ"),
     ("invalid_grant", "54005", "already used"),
 ])

@@ -6,26 +6,28 @@ from __future__ import annotations
 
 from tests.webapp.webapp_support import (
     CallRecorder,
+    entra,
+    entry_of,
     registered_app,
-    session_of,
     stored_sessions,
 )
 
 
 def test_a_refresh_for_the_same_user_keeps_the_session(short_app, short_browser):
     """The control: a genuine refresh (same sub) is accepted and the session goes on."""
-    sub = session_of(short_app, short_browser)["id_token_claims"]["sub"]
+    sub = entry_of(short_app, short_browser)["claims"]["sub"]
     calls = CallRecorder(short_app)
     response = short_browser.client.get("/graph")
     assert response.status_code == 200, response.get_data(as_text=True)
     assert calls.count("POST", "/oauth2/v2.0/token") == 1   # it did refresh
-    assert session_of(short_app, short_browser)["id_token_claims"]["sub"] == sub
+    assert entry_of(short_app, short_browser)["claims"]["sub"] == sub
 
 
 def test_a_refresh_returning_another_users_id_token_ends_the_session(short_app, short_browser,
                                                                     short_lived):
     short_lived.defects.add(registered_app(short_lived).app_id, "wrong_sub")
     calls = CallRecorder(short_app)
+    sid = short_browser.cookie().value
 
     response = short_browser.client.get("/graph")
 
@@ -39,6 +41,7 @@ def test_a_refresh_returning_another_users_id_token_ends_the_session(short_app, 
     assert 'href="/login' in body                   # a way back in
     assert "Adele Vance" not in body and "eyJ" not in body
     assert stored_sessions(short_app) == {}          # session and token cache are gone
+    assert entra(short_app).tokens.load_cache(sid) is None
     assert "Hello" not in short_browser.client.get("/").get_data(as_text=True)
     assert short_browser.client.get("/graph").status_code == 302   # to sign-in again
 

@@ -11,13 +11,17 @@ import pytest
 
 from tests.webapp.webapp_support import (
     ADELE,
-    BINDING_COOKIE,
     MEGAN,
     SESSION_COOKIE,
     Browser,
     CallRecorder,
+    entra,
+    entry_of,
+    pending_cookie_name,
+    pending_cookies,
     session_of,
     state_of,
+    stored_records,
     stored_sessions,
     token_cache_of,
 )
@@ -98,9 +102,11 @@ def test_returns_to_the_page_asked_for(browser):
 
 def test_form_post_works_cross_site_and_session_cookie_stays_lax(browser):
     start = browser.start()
-    binding = [c for c in browser.set_cookies(start) if c.startswith(f"{BINDING_COOKIE}=")][0]
-    assert "SameSite=None" in binding and "Secure" in binding and "HttpOnly" in binding
-    assert "Max-Age=600" in binding
+    name = pending_cookie_name(state_of(start.headers["Location"]))
+    pending = [c for c in browser.set_cookies(start) if c.startswith(f"{name}=")][0]
+    # The provider's form_post is a cross-site POST: only a SameSite=None cookie comes with it.
+    assert "SameSite=None" in pending and "Secure" in pending and "HttpOnly" in pending
+    assert "Max-Age=600" in pending and "Path=/" in pending and "Domain" not in pending
     result = browser.authorize(start.headers["Location"])
     assert result.method.upper() == "POST"
     callback = browser.deliver(result, cross_site=True)  # no Lax cookie on a cross-site POST
@@ -116,8 +122,13 @@ def test_form_post_works_cross_site_and_session_cookie_stays_lax(browser):
 def test_https_deployment_uses_secure_host_prefixed_cookie(make_app):
     app = make_app(REDIRECT_URI="https://localhost:5000/getAToken", RESPONSE_MODE="query")
     start = app.test_client().get("/login", base_url="https://localhost:5000")
-    binding = [c for c in start.headers.getlist("Set-Cookie") if c.startswith(BINDING_COOKIE)][0]
-    assert "Secure" in binding
+    assert start.status_code == 302, start.get_data(as_text=True)
+    name = pending_cookie_name(state_of(start.headers["Location"]), https=True)
+    assert name.startswith("__Host-entra-signin-")
+    pending = [c for c in start.headers.getlist("Set-Cookie") if c.startswith(f"{name}=")][0]
+    # __Host-: Secure, Path=/ and no Domain, so no sibling subdomain can set or read it.
+    assert "Secure" in pending and "Path=/" in pending and "Domain" not in pending
+    assert "SameSite=Lax" in pending  # query mode: a top-level GET navigation
     assert start.headers["Strict-Transport-Security"].startswith("max-age=")
     assert app.config["SESSION_COOKIE_NAME"] == "__Host-session"
     assert app.config["SESSION_COOKIE_SECURE"] is True
@@ -132,6 +143,8 @@ def test_session_id_rotates_at_sign_in_and_old_id_is_dead(app, browser):
     second_id = browser.cookie().value
     assert second_id != first_id
     assert len(stored_sessions(app)) == 1
+    assert entra(app).tokens.load_cache(first_id) is None  # its tokens went with it
+    assert entra(app).tokens.load_cache(second_id) is not None
     assert "Megan Bowen" in browser.client.get("/").get_data(as_text=True)
     # An attacker replaying the first cookie gets nothing (and a fresh id: strict sessions).
     attacker = app.test_client()
@@ -153,11 +166,18 @@ def test_session_holds_only_an_id_in_the_cookie_and_tokens_server_side(app, brow
     cookie = browser.cookie().value
     assert len(cookie) < 64 and not JWT.search(cookie)
     session = session_of(app, browser)
-    assert set(session) >= {"user", "token_cache", "id_token_claims", "csrf_token"}
-    assert isinstance(session["token_cache"], bytes)
-    assert b"eyJ" not in session["token_cache"]  # encrypted at rest: no JWT in the store
-    cache = token_cache_of(app, session)
+    entry = session["flask_entra"]
+    assert set(entry) == {"claims", "account", "csrf", "signed_in_at", "last_seen"}
+    assert not JWT.search(repr(session))  # no token in the session itself
+    # The token cache is a record of its own, sealed: no JWT (nor refresh token) at rest.
+    records = stored_records(app)
+    sealed = entra(app).store.get("tokens:" + cookie)
+    assert isinstance(sealed, bytes) and b"eyJ" not in sealed
+    assert not any(b"eyJ" in record for record in records.values())
+    cache = token_cache_of(app, browser)
     assert cache["AccessToken"] and cache["RefreshToken"] and cache["IdToken"]
+    refresh_token = next(iter(cache["RefreshToken"].values()))["secret"].encode()
+    assert not any(refresh_token in record for record in records.values())
 
 
 def test_parallel_sign_ins_in_two_tabs_both_complete(app, browser):
@@ -176,7 +196,7 @@ def test_no_token_ever_reaches_html(app, browser):
     browser.sign_in()
     for path in ("/", "/graph", "/claims", "/logout"):
         pages.append(browser.client.get(path).get_data(as_text=True))
-    cache = token_cache_of(app, session_of(app, browser))
+    cache = token_cache_of(app, browser)
     secrets = [entry["secret"] for kind in ("AccessToken", "RefreshToken", "IdToken")
                for entry in cache[kind].values()]
     for page in pages:
@@ -218,8 +238,8 @@ def test_logs_never_carry_codes_state_tokens_or_secrets(make_app, emulator, brow
         idp = requests.Session()
         idp.verify = str(emulator.ca_bundle)
         result = browser_sign_in_fn(authorize_url, ADELE, "Passw0rd!", session=idp)
-        verifier = app.extensions["webapp"].records.sign_ins.get(
-            "signin:" + state_of(authorize_url))["flow"]["code_verifier"]
+        pending_cookie = app_http.cookies.get(pending_cookie_name(state_of(authorize_url)))
+        verifier = pending_verifier(app, state_of(authorize_url), pending_cookie)
         callback_path = urlsplit(result.url)
         code = parse_qs(callback_path.query)["code"][0]
         callback = app_http.get(f"{base}{callback_path.path}?{callback_path.query}",
@@ -246,18 +266,43 @@ def test_logs_never_carry_codes_state_tokens_or_secrets(make_app, emulator, brow
     assert "emulator-dev-secret" not in text
     assert session_id and session_id not in text
     assert verifier not in text and "Authorization: Bearer" not in text
+    assert pending_cookie and pending_cookie not in text
+
+
+def pending_verifier(app, state: str, sealed: str) -> str:
+    """The PKCE verifier sealed in a pending sign-in cookie, opened the way the callback opens
+    it."""
+    from flask import request
+
+    name = pending_cookie_name(state)
+    with app.test_request_context("/getAToken", headers={"Cookie": f"{name}={sealed}"}):
+        return entra(app).pending.take(state, request).flow["code_verifier"]
 
 
 def test_sign_in_stores_nothing_before_the_callback(app, browser):
-    browser.start()
+    """Checklist J1: an anonymous /login stores nothing server-side; the pending sign-in lives
+    in its sealed cookie alone."""
+    records_before = stored_records(app)
+    starts = [browser.start() for _ in range(3)]
+    assert all(start.status_code == 302 for start in starts)
     assert stored_sessions(app) == {}
+    assert stored_records(app) == records_before
+    once = entra(app).store.directory / "once"
+    assert not any(path.is_file() for path in once.rglob("*"))
     assert browser.cookie() is None
+    names = {pending_cookie_name(state_of(start.headers["Location"])) for start in starts}
+    assert set(pending_cookies(browser.client)) == names
+    for value in pending_cookies(browser.client).values():  # sealed: nothing readable in it
+        for start in starts:
+            query = parse_qs(urlsplit(start.headers["Location"]).query)
+            assert query["state"][0] not in value and query["nonce"][0] not in value
 
 
 def test_client_info_account_matches_graph_user(app, browser, emulator):
     browser.sign_in()
-    session = session_of(app, browser)
+    entry = entry_of(app, browser)
     user = emulator.directory.user_by_username(ADELE)
-    assert session["home_account_id"] == f"{user.id}.{emulator.tenant_id}"
-    nonce_hash = session["id_token_claims"]["nonce"]
+    assert entry["account"] == f"{user.id}.{emulator.tenant_id}"
+    assert entry["claims"]["oid"] == user.id
+    nonce_hash = entry["claims"]["nonce"]
     assert len(nonce_hash) == len(hashlib.sha256().hexdigest())

@@ -1,5 +1,5 @@
 """Small rules, tested directly: issuer matching (Discovery 4.3), Retry-After, CAE challenges,
-log redaction."""
+log redaction (flask_entra.hardening), where a sign-in may return to (flask_entra.views)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from webapp import RedactOAuthParameters
+from flask_entra.errors import AuthError
+from flask_entra.hardening import RedactOAuthParameters
+from flask_entra.pending import PendingSignIn
+from flask_entra.provider import issuer_matches_authority
+from flask_entra.views import check_response_issuer, safe_next_path
 from webapp.graph import GraphResult, claims_challenge, retry_after_seconds
-from webapp.oidc import issuer_matches_authority
 
 TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,22 +121,37 @@ def test_flask_run_finds_the_app_from_the_repo_root(tmp_path):
     result = subprocess.run([str(flask), "routes"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert "/getAToken" in result.stdout and "auth.login" in result.stdout
+    assert "/getAToken" in result.stdout and "identity.login" in result.stdout
 
 
 def test_response_iss_parameter_rules():
     """RFC 9207 (checklist C2, C3); the emulator does not send `iss`, so the rules are tested
     directly: required when the provider advertises it, and must be the sign-in's issuer."""
-    from webapp.auth import check_response_issuer
-    from webapp.errors import AppError
+    def pending(iss_required: bool) -> PendingSignIn:
+        return PendingSignIn(flow={"state": "s"}, nonce="n", next_path="/",
+                             issuer="https://login.microsoftonline.com/{tenantid}/v2.0",
+                             iss_required=iss_required, previous_session=None, created=0.0)
 
-    common = {"issuer": "https://login.microsoftonline.com/{tenantid}/v2.0",
-              "iss_parameter_required": True}
-    with pytest.raises(AppError):
+    common = pending(iss_required=True)
+    with pytest.raises(AuthError, match="lacks the iss parameter"):
         check_response_issuer({"code": "x"}, common)
     check_response_issuer({"iss": f"https://login.microsoftonline.com/{TID}/v2.0"}, common)
     for wrong in (f"https://login.microsoftonline.com/{TID}/v2.01",
-                  f"https://evil.example/{TID}/v2.0", "https://login.microsoftonline.com/x/v2.0"):
-        with pytest.raises(AppError):
+                  f"https://evil.example/{TID}/v2.0", "https://login.microsoftonline.com/x/v2.0",
+                  f"https://login.microsoftonline.com/{TID}/v2.0/",
+                  "https://login.microsoftonline.com/{tenantid}/v2.0", ""):
+        with pytest.raises(AuthError, match="another issuer"):
             check_response_issuer({"iss": wrong}, common)
-    check_response_issuer({"code": "x"}, {**common, "iss_parameter_required": False})
+    check_response_issuer({"code": "x"}, pending(iss_required=False))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("/graph", "/graph"), ("/claims?x=1", "/claims?x=1"), ("/a/b#c", "/a/b#c"),
+    (None, "/"), ("", "/"), ("graph", "/"), ("//evil.example", "/"), ("/\\evil.example", "/"),
+    ("/%2F%2Fevil.example", "/"), ("/%252F%252Fevil.example", "/"), ("/%09/evil.example", "/"),
+    ("/\t/evil.example", "/"), ("https://evil.example/", "/"), ("javascript:alert(1)", "/"),
+    ("/%5Cevil.example", "/"), ("/" + "a" * 3000, "/"),
+])
+def test_safe_next_path_keeps_a_sign_in_on_this_site(value, expected):
+    """RFC 9700 4.11.1: after sign-in, only a path on this site; anything else is "/"."""
+    assert safe_next_path(value) == expected

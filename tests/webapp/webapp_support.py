@@ -25,7 +25,7 @@ PASSWORD = "Passw0rd!"
 ADELE = "AdeleV@contoso.onmicrosoft.com"
 MEGAN = "MeganB@contoso.onmicrosoft.com"
 SESSION_COOKIE = "session"
-BINDING_COOKIE = "signin_binding"
+PENDING_COOKIE_PREFIX = "entra-signin-"
 
 
 def registered_app(emu):
@@ -118,6 +118,11 @@ def _deletes_cookie(response) -> bool:
 
 # -- looking into the app's server-side storage (tests only) ----------------------------------
 
+def entra(app):
+    """flask_entra's per-app state (internals, for tests only)."""
+    return app.extensions["flask_entra"]
+
+
 def stored_sessions(app) -> dict[str, dict[str, Any]]:
     """Every stored session, by file name, read the way cachelib's FileSystemCache writes them."""
     directory = Path(app.extensions["webapp"].settings.session_file_dir)
@@ -136,27 +141,36 @@ def session_of(app, browser: Browser) -> dict[str, Any] | None:
     cookie = browser.cookie()
     if cookie is None:
         return None
-    return app.session_interface.cache.get(app.session_interface.key_prefix + cookie.value)
+    interface = app.session_interface
+    return interface.cache.get(interface.key_prefix + cookie.value)
+
+
+def entry_of(app, browser: Browser) -> dict[str, Any] | None:
+    """flask_entra's entry in the browser's stored session (claims, account, csrf, times)."""
+    session = session_of(app, browser)
+    return None if session is None else session.get("flask_entra")
 
 
 def change_stored_session(app, browser: Browser, **changes: Any) -> None:
-    """Change the browser's stored session as another process would: through the store, so
-    every process's in-memory copy is dropped (webapp.sessions.RecentSessions)."""
+    """Change flask_entra's entry in the browser's stored session, as another process would."""
     interface = app.session_interface
     session_id = browser.cookie().value
-    data = interface.load_now(session_id)
-    for key, value in changes.items():  # None: remove the key
+    key = interface.key_prefix + session_id
+    data = interface.cache.get(key)
+    entry = dict(data["flask_entra"])
+    for name, value in changes.items():  # None: remove the key
         if value is None:
-            data.pop(key, None)
+            entry.pop(name, None)
         else:
-            data[key] = value
-    interface._upsert_session(app.permanent_session_lifetime,
-                              interface.session_class(data, sid=session_id),
-                              interface._get_store_id(session_id))
+            entry[name] = value
+    data["flask_entra"] = entry
+    interface.cache.set(key, data, timeout=3600)
 
 
-def token_cache_of(app, session: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(app.extensions["webapp"].identity.unseal(session["token_cache"]))
+def token_cache_of(app, browser: Browser) -> dict[str, Any] | None:
+    """The browser's session's MSAL token cache, decrypted (None if there is none)."""
+    cache = entra(app).tokens.load_cache(browser.cookie().value)
+    return None if cache is None else json.loads(cache.serialize())
 
 
 def state_of(authorize_url: str) -> str:
@@ -168,7 +182,7 @@ class CallRecorder:
 
     def __init__(self, app) -> None:
         self.calls: list[tuple[str, str, int]] = []
-        app.extensions["webapp"].http.hooks["response"].append(self._record)
+        entra(app).http.hooks["response"].append(self._record)
 
     def _record(self, response, *args, **kwargs):
         self.calls.append((response.request.method, response.request.url.split("?")[0],
@@ -181,7 +195,7 @@ class CallRecorder:
 def revoke_refresh_token(app, browser: Browser, emu) -> None:
     """Make the app's refresh token unusable the way a stolen copy does: someone else redeems it
     first, so the provider rotates it, and the app's later use revokes the whole family."""
-    cache = token_cache_of(app, session_of(app, browser))
+    cache = token_cache_of(app, browser)
     refresh_token = next(iter(cache["RefreshToken"].values()))["secret"]
     registration = registered_app(emu)
     response = requests.post(
@@ -195,3 +209,28 @@ def revoke_refresh_token(app, browser: Browser, emu) -> None:
 
 # MSAL renews an access token with under 5 minutes left, so 60 s tokens are refreshed on every
 # use: each page that needs one makes a refresh, without sleeping in the test.
+
+
+# -- pending sign-ins (sealed cookies) and flask_entra's own records (helper B) ---------------
+
+def pending_cookie_name(state: str, *, https: bool = False) -> str:
+    """The name of the cookie a sign-in with `state` is pending in (`__Host-` under https)."""
+    import hashlib
+
+    prefix = ("__Host-" if https else "") + PENDING_COOKIE_PREFIX
+    return prefix + hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+def pending_cookies(client) -> dict[str, str]:
+    """The pending sign-in cookies a test client holds (any prefix), by name."""
+    return {key: cookie.value for (_, _, key), cookie in client._cookies.items()
+            if key.startswith((PENDING_COOKIE_PREFIX, "__Host-" + PENDING_COOKIE_PREFIX))}
+
+
+def stored_records(app) -> dict[str, bytes]:
+    """flask_entra's own records beside the sessions (sealed token caches, ended-session marks)
+    in its FileStore, by file name, as stored bytes."""
+    folder = Path(entra(app).store.directory) / "records"
+    if not folder.exists():
+        return {}
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}

@@ -230,8 +230,11 @@ def env_settings(emulator: EmulatorServer) -> dict[str, str]:
             settings["CLIENT_SECRET"] = app.password_credentials[0].secret_text
         if app.redirect_uris:
             settings["REDIRECT_URI"] = app.redirect_uris[0]
+    bundle = str(Path(emulator.ca_bundle).resolve())
+    # CA_BUNDLE is the web app's own trust setting, which a shell's REQUESTS_CA_BUNDLE cannot
+    # override; REQUESTS_CA_BUNDLE is for code that offers no other way (requests, identity).
     settings.update({"SCOPE": "User.Read", "ENDPOINT": emulator.graph_me_url,
-                     "REQUESTS_CA_BUNDLE": str(Path(emulator.ca_bundle).resolve())})
+                     "CA_BUNDLE": bundle, "REQUESTS_CA_BUNDLE": bundle})
     return settings
 
 

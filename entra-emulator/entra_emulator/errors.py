@@ -151,6 +151,22 @@ CATALOGUE: dict[str, tuple[int, str, int, str]] = {
     "FlowTokenExpired": (
         50089, "invalid_request", 400,
         "Authentication failed due to flow token expired. Please start the sign-in again."),
+    # The sign-in form came from a browser other than the one that started the sign-in (its
+    # `esctx` cookie is missing or another's; see signin_binding.py). Entra does not document
+    # its answer to this; 90100 ("flowToken parameter is empty or not valid", its answer to an
+    # unusable flow token) is inferred, and the second sentence is ours.
+    "FlowTokenNotBoundToBrowser": (
+        90100, "invalid_request", 400,
+        "flowToken parameter is empty or not valid. This sign-in was started in another "
+        "browser, or this browser did not send the sign-in's cookie; start the sign-in again "
+        "from the app."),
+    # Documented: 90015 QueryStringTooLong, seen on the wire as "Requested query string is too
+    # long." Entra documents no per-parameter limits; ours (request_limits.py) and the second
+    # sentence are the emulator's.
+    "QueryStringTooLong": (
+        90015, "invalid_request", 400,
+        "Requested query string is too long. The '{name}' parameter is longer than {limit} "
+        "characters."),
     "InvalidUserNameOrPassword": (
         50126, "invalid_request", 400,
         "Error validating credentials due to invalid username or password."),

@@ -29,6 +29,12 @@ from entra_emulator.context import current_state, tenant_id_for
 from entra_emulator.directory import Application, User
 from entra_emulator.errors import EntraError, entra_error, redirect_error_params
 from entra_emulator.pages import error_page, html_page, respond_to_app, secure_page
+from entra_emulator.request_limits import (
+    ERROR_PAGE_LIMITS,
+    ERROR_REDIRECT_LIMITS,
+    check_lengths,
+    over_limit,
+)
 from entra_emulator.scopes import Scope, consent_lines, granted_permissions, parse_scopes
 from entra_emulator.state import AuthorizationCode, PendingSignIn, Session
 
@@ -229,9 +235,18 @@ def read_authorization_request(params: Mapping[str, str],
                                tenant_segment: str) -> AuthorizationRequest:
     """Raises EntraError (show the error page) or ErrorRedirect (tell the app)."""
     found: dict[str, Any] = {"tenant_segment": tenant_segment}
+    # An oversized request is refused before any check reads it (AADSTS90015).
+    check_lengths(params, ERROR_PAGE_LIMITS)
     for check in ERROR_PAGE_CHECKS:
         found.update(check(params, found))
-    state = params.get("state")
+    # An oversized state is not echoed back in the error redirect.
+    state = None if over_limit(params, "state") else params.get("state")
+    try:
+        check_lengths(params, ERROR_REDIRECT_LIMITS)
+    except EntraError as err:   # answered in the query: response_mode is not read yet
+        raise ErrorRedirect(err, found["redirect_uri"], "query", state,
+                            client_id=found["client"].app_id,
+                            tenant_id=found["tenant_id"]) from None
     for check in ERROR_REDIRECT_CHECKS:
         try:
             found.update(check(params, found))
