@@ -48,7 +48,7 @@ lint: install
 loadtest: install system-deps
 	$(PY) bench/loadtest.py
 
-bench: install
+bench: install system-deps
 	$(PY) bench/bench_webapp.py
 
 bench-emulator: install

@@ -54,7 +54,7 @@ def load_sign_in_driver() -> Callable[..., Any]:
     """tests/conftest.py's `browser_sign_in`: the scripted browser for the emulator's pages."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tests.conftest import browser_sign_in
+    from tests.support import browser_sign_in
 
     return browser_sign_in
 
@@ -65,7 +65,9 @@ def load_sign_in_driver() -> Callable[..., Any]:
 
 # What a child process needs from this one to run at all; every setting the app reads is given
 # explicitly instead (never the developer's shell or .env: a benchmark measures what it says).
-PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+# PYTHONDONTWRITEBYTECODE: how the machine runs Python (bench_emulator's cold start reports it).
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT",
+                  "PYTHONDONTWRITEBYTECODE")
 
 
 def clean_env(**settings: str) -> dict[str, str]:

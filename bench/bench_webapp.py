@@ -258,8 +258,9 @@ def sign_in_over_http(server: GunicornServer, browser_sign_in: Callable[..., Any
     response = browser.get(f"{origin}/login", allow_redirects=False, timeout=10)
     if response.status_code != 302:
         raise RuntimeError(f"/login answered {response.status_code}")
-    result = browser_sign_in(response.headers["Location"], USERNAME, PASSWORD,
-                             session=requests.Session())
+    with requests.Session() as provider:  # closed: no idle connection left to time out
+        result = browser_sign_in(response.headers["Location"], USERNAME, PASSWORD,
+                                 session=provider)
     # The provider sends the browser to REDIRECT_URI (port 5000); this server listens elsewhere.
     callback = urlsplit(result.url)
     response = browser.get(f"{origin}{callback.path}?{callback.query}", allow_redirects=False,
@@ -267,6 +268,7 @@ def sign_in_over_http(server: GunicornServer, browser_sign_in: Callable[..., Any
     if response.status_code != 303:
         raise RuntimeError(f"the callback answered {response.status_code}")
     session_id = browser.cookies.get("session")
+    browser.close()
     if not session_id:
         raise RuntimeError("the callback set no session cookie")
     return f"session={session_id}"
@@ -609,15 +611,18 @@ class TokenResult:
         return self.token_ms - self.baseline_ms
 
 
-def sign_in_test_client(app: Any, browser_sign_in: Callable[..., Any]) -> str:
+def sign_in_test_client(app: Any, browser_sign_in: Callable[..., Any], client: Any = None
+                        ) -> str:
+    """Sign `client` (else a new test client) in; returns the session's Cookie header."""
     import requests
 
-    client = app.test_client()
+    client = client or app.test_client()
     response = client.get("/login")
     if response.status_code != 302:
         raise RuntimeError(f"/login answered {response.status_code}")
-    result = browser_sign_in(response.headers["Location"], USERNAME, PASSWORD,
-                             session=requests.Session())
+    with requests.Session() as provider:  # closed: no idle connection left to time out
+        result = browser_sign_in(response.headers["Location"], USERNAME, PASSWORD,
+                                 session=provider)
     callback = urlsplit(result.url)
     response = client.get(f"{callback.path}?{callback.query}")
     if response.status_code != 303:
@@ -692,45 +697,71 @@ def bench_token(app: Any, store: str, counter: TokenEndpointCounter,
 # Where a signed-in page's time goes, in process (printed when its ratio misses the target)
 # ------------------------------------------------------------------------------------------------
 
-def in_process_us(client: Any, path: str, cookie: str, count: int) -> float:
-    headers = {"Cookie": cookie} if cookie else {}
+def in_process_us(client: Any, marker: bytes, count: int) -> float:
+    """Mean time of `count` GET / by the Flask test client (its cookies), each answer checked."""
     began = time.perf_counter()
     for _ in range(count):
-        response = client.get(path, headers=headers)
-        if response.status_code != 200:
-            raise RuntimeError(f"in process: GET {path} answered {response.status_code}")
+        response = client.get("/")
+        if response.status_code != 200 or marker not in response.data:
+            raise RuntimeError(f"in process: GET / answered {response.status_code}, without "
+                               f"{marker!r}")
     return (time.perf_counter() - began) / count * 1e6
 
 
 def profile_signed_in(app: Any, store: str, browser_sign_in: Callable[..., Any],
                       count: int) -> None:
     import cProfile
-    import pstats
 
-    client = app.test_client()
-    cookie = sign_in_test_client(app, browser_sign_in)
-    client.delete_cookie("session")
-    for path, with_cookie in (("/", ""), ("/", cookie)):  # warm-up
-        in_process_us(client, path, with_cookie, 200)
-    signed_out = statistics.median(in_process_us(client, "/", "", count) for _ in range(3))
-    signed_in = statistics.median(in_process_us(client, "/", cookie, count) for _ in range(3))
+    anonymous, client = app.test_client(), app.test_client()
+    sign_in_test_client(app, browser_sign_in, client)
+    in_process_us(anonymous, SIGNED_OUT_MARKER, 200)  # warm-up
+    in_process_us(client, DISPLAY_NAME, 200)
+    out_runs, in_runs = [], []
+    for _ in range(3):  # interleaved
+        out_runs.append(in_process_us(anonymous, SIGNED_OUT_MARKER, count))
+        in_runs.append(in_process_us(client, DISPLAY_NAME, count))
+    signed_out, signed_in = statistics.median(out_runs), statistics.median(in_runs)
     print(f"\n   In process ({store} store, Flask test client, {count} requests x 3): "
           f"signed-out / {signed_out:.0f} us, signed-in / {signed_in:.0f} us "
           f"(+{signed_in - signed_out:.0f} us, ratio {signed_out / signed_in:.2f})")
     profiler = cProfile.Profile()
     profiler.enable()
-    in_process_us(client, "/", cookie, count)
+    in_process_us(client, DISPLAY_NAME, count)
     profiler.disable()
-    stats = pstats.Stats(profiler)
-    rows = []
-    for (filename, line, function), (_, calls, own, total, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append((total / count * 1e6, own / count * 1e6, calls / count,
-                     f"{short_path(filename)}:{line}({function})"))
-    print(f"   cProfile of the signed-in / ({store}), per request, by cumulative time "
-          "(the profiler's own overhead included):")
+    print_profile(profiler, count, f"the signed-in / ({store})")
+
+
+def profile_token(app: Any, store: str, browser_sign_in: Callable[..., Any], count: int) -> None:
+    """Where auth.get_token_for_user()'s time goes, per call (its request context untimed)."""
+    import cProfile
+
+    from webapp.extensions import auth
+
+    headers = {"Cookie": sign_in_test_client(app, browser_sign_in)}
+    profiler = cProfile.Profile()
+    for _ in range(count):
+        with app.test_request_context("/", headers=headers):
+            app.preprocess_request()
+            profiler.enable()
+            auth.get_token_for_user(SCOPES)
+            profiler.disable()
+    print_profile(profiler, count, f"auth.get_token_for_user() ({store})", rows=22)
+
+
+def print_profile(profiler: Any, count: int, what: str, rows: int = 28) -> None:
+    import pstats
+
+    table = []
+    for (filename, line, function), (_, calls, own, total, _) in \
+            pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+        table.append((total / count * 1e6, own / count * 1e6, calls / count,
+                      f"{short_path(filename)}:{line}({function})"))
+    print(f"   cProfile of {what}, per request, by cumulative time (with the profiler's own "
+          "overhead):")
     print(f"   {'cumulative us':>14}{'own us':>9}{'calls':>7}  function")
-    interesting = [r for r in rows if "site-packages" not in r[3] or r[0] > 5]
-    for total, own, calls, name in sorted(interesting, reverse=True)[:28]:
+    harness = ("werkzeug/test.py", "flask/testing.py", "bench_webapp.py")  # the test client's
+    table = [row for row in table if not any(part in row[3] for part in harness)]
+    for total, own, calls, name in sorted(table, reverse=True)[:rows]:
         print(f"   {total:>14.1f}{own:>9.1f}{calls:>7.1f}  {name}")
 
 
@@ -858,7 +889,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="/login requests per second per flooding client (0: unthrottled)")
     parser.add_argument("--flood-requests", type=int, default=300,
                         help="timed signed-in requests per flood round")
-    parser.add_argument("--flood-rounds", type=int, default=4,
+    parser.add_argument("--flood-rounds", type=int, default=6,
                         help="rounds each way (quiet, flooded) per store")
     parser.add_argument("--calls", type=int, default=1000, help="token calls per repeat")
     parser.add_argument("--repeats", type=int, default=5, help="token timing repeats")
@@ -910,7 +941,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile or any("signed-in / over signed-out" in m for m in missed):
                 for store in STORES:
                     profile_signed_in(in_process[store], store, browser_sign_in, 2000)
-        except RuntimeError as problem:
+            if args.profile or any("cached token" in m for m in missed):
+                for store in STORES:
+                    profile_token(in_process[store], store, browser_sign_in, 1000)
+        except (RuntimeError, OSError, AssertionError) as problem:  # SignInError: an Assertion
             print(f"The benchmark could not run: {problem}", file=sys.stderr)
             return 2
     print(f"\nTotal {time.monotonic() - began:.0f} s.")

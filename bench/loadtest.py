@@ -1,11 +1,14 @@
 """Load test of the scaled-out web app (`make loadtest`): no user may ever see another's data.
 
 What runs, all on loopback, all stopped at the end:
-- a redis-server (memory only) holding every session and pending sign-in;
+- a redis-server (memory only) holding every session, token cache and single-use record (a
+  pending sign-in is a sealed cookie in the browser: nothing is stored for it);
 - the emulator (`python -m entra_emulator serve`) with a directory of one account per simulated
   user, whose app registers the public origin's redirect URIs;
 - two app instances under gunicorn (gunicorn.conf.py, 2 workers each, SESSION_TYPE=redis), and
-  two bare Flask "hello" instances served the same way, for the throughput baseline.
+  two bare Flask "hello" instances served the same way, for the throughput baseline. Every
+  setting is given here: the instances run in a clean environment from an empty working
+  directory, so neither the shell's settings nor the repository's .env change what is measured.
 
 The load balancer is the client side: every request of every simulated browser goes to the next
 instance in turn (round robin, no stickiness) with the public origin in its Host header, exactly
@@ -14,10 +17,13 @@ on the other, and every page is served by whichever instance is next.
 
 Phase 1, for --duration seconds: --users browsers (threads), each signed in as its own account,
 loop: sign in through the emulator's pages (form_post), call Graph (GET /graph) --graph-calls
-times, sign out (POST /logout with the CSRF token, then the provider's logout). Every /graph page
-must name its own user and no other (a cross-user leak otherwise).
-Phase 2: signed-in home page (`/`, session in Redis) requests/s as a ratio of the bare page, over
-keep-alive connections, interleaved rounds.
+times, sign out (POST /logout with the CSRF token, then the provider's logout and the app's own
+return page, which must say "You have signed out"). Every /graph page must name its own user
+and no other (a cross-user leak otherwise).
+Phase 2: signed-in home page (`/`, session in Redis) requests/s as a ratio of the same app's
+signed-out `/` and of the bare page, over keep-alive connections, interleaved rounds.
+
+No code, state, token or secret is printed (URLs are shown without their query).
 
 Exit status 1 on any error or leak. `python bench/loadtest.py --help` lists the knobs.
 Gunicorn imports this module too (`bare_app`), so module-level imports stay light.
@@ -30,7 +36,6 @@ import contextlib
 import http.client
 import http.cookiejar
 import json
-import os
 import re
 import secrets
 import shutil
@@ -52,19 +57,23 @@ from urllib.parse import urlsplit
 
 import requests
 from bench_support import (  # bench/, beside this file
+    REPO,
+    RedisServer,
     child_pids,
+    clean_env,
     load_sign_in_driver,
     machine_busy_seconds,
     process_cpu_seconds,
 )
 from dotenv import dotenv_values
 
-REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
 PASSWORD = "Passw0rd!"
 DOMAIN = "contoso.onmicrosoft.com"
 USER_UPN = re.compile(rf"loaduser\d+@{re.escape(DOMAIN)}", re.IGNORECASE)
 USER_NAME = re.compile(r"Load User \d+")
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+SIGNED_OUT_NOTICE = "You have signed out"
 STARTUP_SECONDS = 60
 REQUEST_TIMEOUT = 30
 WORKERS_PER_INSTANCE = 2
@@ -87,12 +96,15 @@ def bare_app() -> Any:
 class Process:
     """A child process with its output in a log file; stopped by its own pid."""
 
-    def __init__(self, name: str, command: list[str], log_path: Path, *,
-                 env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(self, name: str, command: list[str], log_path: Path, *, env: dict[str, str],
+                 pass_fds: tuple[int, ...] = ()) -> None:
         self.name = name
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, pass_fds=pass_fds,
+        # An empty working directory of its own: no .env or gunicorn.conf.py found by accident.
+        rundir = log_path.parent / f"run-{name}"
+        rundir.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(command, cwd=rundir, env=env, pass_fds=pass_fds,
                                         stdin=subprocess.DEVNULL, stdout=self._log,
                                         stderr=subprocess.STDOUT)
 
@@ -135,27 +147,6 @@ def wait_until(ready: Callable[[], bool], process: Process, what: str) -> None:
         time.sleep(0.1)
 
 
-def start_redis(workdir: Path) -> tuple[Process, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed: `make loadtest` installs it "
-                         "(Debian: apt-get install redis-server).")
-    port = free_port()
-    directory = workdir / "redis"
-    directory.mkdir()
-    process = Process("redis-server", [binary, "--port", str(port), "--bind", "127.0.0.1",
-                                       "--dir", str(directory), "--save", "", "--appendonly",
-                                       "no", "--daemonize", "no"], workdir / "redis.log")
-
-    def answers() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(16).startswith(b"+PONG")
-
-    wait_until(answers, process, "redis-server")
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
 def load_user(number: int) -> dict[str, Any]:
     name = f"loaduser{number:02d}"
     return {
@@ -196,25 +187,30 @@ def start_emulator(workdir: Path, directory: Path) -> tuple[Process, dict[str, s
                                    "--directory", str(directory), "--state",
                                    str(workdir / "emulator"), "--https-port", "0",
                                    "--http-port", "0", "--env-file", str(env_file)],
-                      workdir / "emulator.log")
+                      workdir / "emulator.log", env=clean_env())
     wait_until(env_file.exists, process, "the emulator")
     settings = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
     return process, settings
 
 
 class Instance:
-    """One gunicorn with gunicorn.conf.py on a socket bound here (fd://, so no port race)."""
+    """One gunicorn with the repository's gunicorn.conf.py on a socket bound here (fd://, so no
+    port race); every GUNICORN_* setting that file reads is given."""
 
     def __init__(self, name: str, app: str, env: dict[str, str], workdir: Path,
-                 extra: list[str] | None = None) -> None:
+                 pythonpath: Path) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
         self.port = self.listener.getsockname()[1]
         fd = self.listener.fileno()
         env = {**env, "GUNICORN_BIND": f"fd://{fd}",
-               "GUNICORN_WORKERS": str(WORKERS_PER_INSTANCE),
-               "GUNICORN_ACCESS_LOG": str(workdir / f"{name}-access.log")}
-        self.process = Process(name, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                      *(extra or []), app],
+               "GUNICORN_WORKERS": str(WORKERS_PER_INSTANCE), "GUNICORN_THREADS": "4",
+               "GUNICORN_TIMEOUT": "60", "GUNICORN_GRACEFUL_TIMEOUT": "30",
+               "GUNICORN_KEEPALIVE": "5", "GUNICORN_LOG_LEVEL": "info",
+               "GUNICORN_ACCESS_LOG": str(workdir / f"{name}-access.log"),
+               "GUNICORN_ERROR_LOG": "-"}
+        self.process = Process(name, [sys.executable, "-m", "gunicorn", "-c",
+                                      str(REPO / "gunicorn.conf.py"), "--pythonpath",
+                                      str(pythonpath), app],
                                workdir / f"{name}.log", env=env, pass_fds=(fd,))
 
     def wait_until_ready(self, host: str, path: str) -> None:
@@ -277,6 +273,8 @@ class Unexpected(Exception):
 
 
 class SimulatedBrowser:
+    verify: str | bool = True  # the emulator's CA bundle, for its https pages
+
     def __init__(self, number: int, public_host: str, ports: list[int], stats: Stats,
                  sign_in_driver: Callable[..., Any]) -> None:
         self.upn = f"loaduser{number:02d}@{DOMAIN}"
@@ -288,9 +286,12 @@ class SimulatedBrowser:
         self.sign_in_driver = sign_in_driver
         self.http = self.new_session()
 
-    @staticmethod
-    def new_session() -> requests.Session:
-        return requests.Session()
+    @classmethod
+    def new_session(cls) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # no proxy or CA bundle from the shell
+        session.verify = cls.verify
+        return session
 
     def app(self, kind: str, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One request to the app, through the balancer: the next instance in turn."""
@@ -302,7 +303,8 @@ class SimulatedBrowser:
                                      timeout=REQUEST_TIMEOUT, **kwargs)
         self.stats.record(kind, time.perf_counter() - began)
         # Browsers treat http://localhost as a secure context and send it Secure cookies (the
-        # form_post binding cookie is SameSite=None, hence Secure); http.cookiejar does not.
+        # form_post pending sign-in cookie is SameSite=None, hence Secure); http.cookiejar
+        # does not.
         for cookie in self.http.cookies:
             cookie.secure = False
         return response
@@ -330,8 +332,11 @@ class SimulatedBrowser:
         self.stats.record("emulator sign-in pages", time.perf_counter() - began, app=False)
         callback = urlsplit(result.url)
         if callback.netloc != self.public_host or result.method != "POST":
-            raise Unexpected(f"the provider answered {result.method} {result.url}")
-        # A form_post is a cross-site POST: the browser sends no SameSite=Lax session cookie.
+            # Without the query: it would hold the code and state.
+            raise Unexpected(f"the provider answered {result.method} {callback.scheme}://"
+                             f"{callback.netloc}{callback.path}")
+        # A form_post is a cross-site POST: the browser sends no SameSite=Lax session cookie,
+        # only the pending sign-in's SameSite=None one, whichever instance set it.
         drop_cookie(self.http.cookies, "session")
         answer = self.app("callback", "POST", callback.path, data=result.data)
         self.expect(answer, 303, "the callback")
@@ -366,9 +371,18 @@ class SimulatedBrowser:
         self.expect(provider, 302, "the provider's logout")
         back = urlsplit(provider.headers["Location"])
         if back.netloc != self.public_host:
-            raise Unexpected(f"the provider's logout went to {provider.headers['Location']}")
-        home = self.app("home", "GET", back.path + (f"?{back.query}" if back.query else ""))
+            raise Unexpected(f"the provider's logout went to {back.scheme}://{back.netloc}"
+                             f"{back.path}")
+        # The provider's return (`/?state=...`) is sent on to the clean `/`, which says so once.
+        returned = self.app("home", "GET", back.path + (f"?{back.query}" if back.query else ""))
+        self.expect(returned, 303, "the return from the provider's logout")
+        if returned.headers.get("Location") != "/":
+            raise Unexpected("the return from the provider's logout went to "
+                             f"{urlsplit(returned.headers.get('Location', '')).path}")
+        home = self.app("home", "GET", "/")
         self.expect(home, 200, "the home page after sign-out")
+        if SIGNED_OUT_NOTICE not in home.text:
+            raise Unexpected("the home page after sign-out does not say so")
         if USER_UPN.search(home.text) or USER_NAME.search(home.text):
             self.stats.leak(f"{self.upn}: the signed-out home page names a user")
         self.stats.count("sign_outs")
@@ -384,13 +398,14 @@ def _page_text(html: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# Phase 2: signed-in page vs bare page, over keep-alive connections
+# Phase 2: signed-in page vs the signed-out one and a bare page, over keep-alive connections
 # ------------------------------------------------------------------------------------------------
 
 def hammer(targets: list[tuple[int, str, str]], host: str, seconds: float, stats: Stats,
            kind: str) -> int:
-    """GET / on each (port, cookie, expected name) target over its own keep-alive connection
-    for `seconds`; every answer must be 200 and name only its own user. Returns the count."""
+    """GET / on each (port, cookie, expected text) target over its own keep-alive connection
+    for `seconds`; every answer must be 200 with that text, and a signed-in page must name only
+    its own user, a signed-out one none. Returns the count."""
     done = [0] * len(targets)
     deadline = time.monotonic() + seconds
 
@@ -407,6 +422,8 @@ def hammer(targets: list[tuple[int, str, str]], host: str, seconds: float, stats
                     return
                 if cookie and set(USER_NAME.findall(body)) != {name}:
                     stats.leak(f"the home page of {name} shows {set(USER_NAME.findall(body))}")
+                if not cookie and USER_NAME.search(body):
+                    stats.leak(f"a signed-out page shows {set(USER_NAME.findall(body))}")
                 done[index] += 1
         except (OSError, http.client.HTTPException) as problem:
             stats.error(f"{kind} GET /: {problem!r}")
@@ -427,6 +444,7 @@ def signed_in_cookie(browser: SimulatedBrowser) -> str:
     browser.expect(start, 302, "GET /login")
     result = browser.sign_in_driver(start.headers["Location"], browser.upn, PASSWORD,
                                     session=browser.http)
+    drop_cookie(browser.http.cookies, "session")  # a cross-site POST, as in phase 1
     answer = browser.app("callback", "POST", urlsplit(result.url).path, data=result.data)
     browser.expect(answer, 303, "the callback")
     return f"session={browser.http.cookies['session']}"
@@ -452,16 +470,14 @@ class Side:
 
 @dataclass
 class Throughput:
-    bare: Side
-    signed_in: Side
+    sides: dict[str, Side]  # "bare", "signed-out", "signed-in"
     clients: int
     seconds: float
 
-    @property
-    def ratio(self) -> float:
-        if not self.bare.requests:
+    def ratio(self, side: str, baseline: str) -> float:
+        if not self.sides[baseline].requests:
             return 0.0
-        return self.signed_in.requests / self.bare.requests
+        return self.sides[side].requests / self.sides[baseline].requests
 
 
 def measure_throughput(app_instances: list[Instance], bare_instances: list[Instance],
@@ -474,12 +490,15 @@ def measure_throughput(app_instances: list[Instance], bare_instances: list[Insta
               for i, b in enumerate(clients)]
     bare = [(bare_instances[i % len(bare_instances)].port, "", "hello")
             for i in range(len(clients))]
-    hammer(bare, public_host, 1, stats, "bare")          # warm-up
-    hammer(signed, public_host, 1, stats, "signed-in")
+    signed_out = [(app_instances[i % len(app_instances)].port, "", "Welcome")
+                  for i in range(len(clients))]
     sides = {"bare": (bare, bare_instances, Side()),
+             "signed-out": (signed_out, app_instances, Side()),
              "signed-in": (signed, app_instances, Side())}
+    for kind, (targets, _, _) in sides.items():  # warm-up
+        hammer(targets, public_host, 1, stats, kind)
     rounds = 4
-    for _ in range(rounds):  # interleaved, so drift in the machine hits both alike
+    for _ in range(rounds):  # interleaved, so drift in the machine hits every side alike
         for kind, (targets, instances, side) in sides.items():
             cpu_before = sum(i.cpu_seconds() for i in instances)
             machine_before = machine_busy_seconds()
@@ -487,8 +506,8 @@ def measure_throughput(app_instances: list[Instance], bare_instances: list[Insta
                                     kind)
             side.instance_cpu_seconds += sum(i.cpu_seconds() for i in instances) - cpu_before
             side.machine_cpu_seconds += machine_busy_seconds() - machine_before
-    return Throughput(bare=sides["bare"][2], signed_in=sides["signed-in"][2],
-                      clients=len(clients), seconds=args.ratio_seconds)
+    return Throughput({kind: side for kind, (_, _, side) in sides.items()}, len(clients),
+                      args.ratio_seconds)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -536,11 +555,14 @@ def report(stats: Stats, began: float, elapsed: float, throughput: Throughput | 
         seconds = throughput.seconds
         print(f"  {'page':<26}{'req/s':>9}{'instances CPU us/req':>22}"
               f"{'machine CPU us/req':>20}")
-        for label, side in (("bare Flask page", throughput.bare),
-                            ("signed-in page (Redis)", throughput.signed_in)):
+        for label, kind in (("bare Flask page", "bare"), ("signed-out / (Redis)", "signed-out"),
+                            ("signed-in / (Redis)", "signed-in")):
+            side = throughput.sides[kind]
             print(f"  {label:<26}{side.requests / seconds:>9.1f}{side.instance_cpu_us:>22.0f}"
                   f"{side.machine_cpu_us:>20.0f}")
-        print(f"  ratio signed-in / bare   {throughput.ratio:8.2f}")
+        for baseline in ("signed-out", "bare"):
+            print(f"  ratio signed-in / {baseline:<12}"
+                  f"{throughput.ratio('signed-in', baseline):6.2f}")
         print("  (machine: every process on the 2 cores, these clients and Redis included)")
     print(f"\nErrors: {len(stats.errors)}")
     for message in stats.errors[:10]:
@@ -566,6 +588,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def app_settings(emulator: dict[str, str], redis_url: str, public_host: str) -> dict[str, str]:
+    """Every setting the web app reads (webapp/config.py), given explicitly."""
+    return {
+        "CLIENT_ID": emulator["CLIENT_ID"],
+        "CLIENT_SECRET": emulator["CLIENT_SECRET"],
+        "AUTHORITY": emulator["AUTHORITY"],
+        "ENDPOINT": emulator["ENDPOINT"],
+        "CA_BUNDLE": emulator["REQUESTS_CA_BUNDLE"],
+        "SCOPE": "User.Read",
+        "SECRET_KEY": secrets.token_hex(32),
+        "SESSION_TYPE": "redis",
+        "REDIS_URL": redis_url,
+        "REDIRECT_URI": f"http://{public_host}/getAToken",
+        "RESPONSE_MODE": "form_post",
+        "TRUSTED_PROXY_HOPS": "0",
+        "SESSION_LIFETIME": "28800",
+        "SESSION_IDLE_TIMEOUT": "1800",
+        "HTTP_TIMEOUT": "10",
+        "GRAPH_RETRY_MAX_WAIT": "5",
+        "BACKCHANNEL_LOGOUT": "false",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
@@ -573,27 +618,20 @@ def main(argv: list[str] | None = None) -> int:
     public_host = f"localhost:{public_port}"
     processes: list[Process] = []
     instances: list[Instance] = []
+    redis: RedisServer | None = None
     stats = Stats()
     try:
-        redis_process, redis_url = start_redis(workdir)
-        processes.append(redis_process)
+        redis = RedisServer(workdir / "redis")
+        redis_url = redis.url
         emulator, emulator_settings = start_emulator(
             workdir, write_directory(workdir, args.users, f"http://{public_host}"))
         processes.append(emulator)
-        env = {**os.environ,
-               "CLIENT_ID": emulator_settings["CLIENT_ID"],
-               "CLIENT_SECRET": emulator_settings["CLIENT_SECRET"],
-               "AUTHORITY": emulator_settings["AUTHORITY"],
-               "ENDPOINT": emulator_settings["ENDPOINT"],
-               "CA_BUNDLE": emulator_settings["REQUESTS_CA_BUNDLE"],
-               "SECRET_KEY": secrets.token_hex(32),
-               "SESSION_TYPE": "redis",
-               "REDIS_URL": redis_url,
-               "REDIRECT_URI": f"http://{public_host}/getAToken"}
+        SimulatedBrowser.verify = emulator_settings["REQUESTS_CA_BUNDLE"]
+        env = clean_env(**app_settings(emulator_settings, redis_url, public_host))
         for number in range(INSTANCES):
-            instances.append(Instance(f"app-{number}", "wsgi:app", env, workdir))
+            instances.append(Instance(f"app-{number}", "wsgi:app", env, workdir, REPO))
             instances.append(Instance(f"bare-{number}", "loadtest:bare_app()", env, workdir,
-                                      ["--pythonpath", "bench"]))
+                                      BENCH))
         app_instances = [i for i in instances if i.process.name.startswith("app")]
         bare_instances = [i for i in instances if i.process.name.startswith("bare")]
         for instance in app_instances:
@@ -615,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(args.duration + 10 * REQUEST_TIMEOUT)
+            thread.join(max(0.0, deadline + 10 * REQUEST_TIMEOUT - time.monotonic()))
         elapsed = time.monotonic() - began
         if any(thread.is_alive() for thread in threads):
             stats.error("a simulated browser did not finish in time")
@@ -632,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
             instance.stop()
         for process in reversed(processes):
             process.stop()
+        if redis is not None:
+            redis.stop()
         if args.keep:
             print(f"Logs kept in {workdir}")
         else:

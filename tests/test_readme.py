@@ -12,8 +12,8 @@ import pytest
 
 import flask_entra
 from entra_emulator.server import env_settings
-from tests.conftest import ADELE
-from tests.flask_entra.host_app import Driver
+from tests.extension.host_app import Driver
+from tests.support import ADELE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)

@@ -26,6 +26,7 @@ headers and log redaction), signals (signed_in, signed_out).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -59,7 +60,13 @@ from .session import (
     load_signed_in_user,
     raise_if_store_down,
 )
-from .settings import ConfigurationError, Settings, form_post_possible, load_settings
+from .settings import (
+    RESERVED_SCOPES,
+    ConfigurationError,
+    Settings,
+    form_post_possible,
+    load_settings,
+)
 from .signals import signed_in, signed_out
 from .store import Store, StoreUnavailable
 from .tokens import InteractionRequired, Tokens
@@ -69,7 +76,9 @@ __all__ = ["Auth", "AuthError", "ConfigurationError", "InteractionRequired", "Pr
 __version__ = "0.2.0"
 
 log = logging.getLogger(__name__)
-MAX_CLAIMS_CHALLENGE_CHARS = 4096
+# A claims challenge travels in the sealed pending-sign-in cookie, which must stay well under
+# browsers' 4 KiB per cookie; real ones (CAE) are a few hundred characters.
+MAX_CLAIMS_CHALLENGE_CHARS = 1024
 
 
 @dataclass
@@ -144,7 +153,7 @@ class Auth:
         sent to sign in and brought back; a scope not yet granted is asked for then."""
         if function is None:
             return functools.partial(self.login_required, scopes=scopes)
-        wanted = [s for s in (scopes or []) if s]
+        wanted = _without_reserved(scopes)
         self._known_scopes.update(wanted)
 
         @functools.wraps(function)
@@ -172,6 +181,7 @@ class Auth:
         """MSAL's answer with an `access_token` for the signed-in user, or a dict with `error`
         ("interaction_required": send them to sign in, e.g. by raising InteractionRequired).
         The refresh token never leaves the server."""
+        scopes = _without_reserved(scopes)
         self._known_scopes.update(scopes)
         try:
             result = _state().tokens.acquire(list(scopes), claims_challenge)
@@ -199,7 +209,7 @@ class Auth:
 
     def returned_from_sign_out(self) -> bool:
         """Whether this page is where this browser's sign-out just came back to."""
-        cookie = request.cookies.get(views.SIGN_OUT_COOKIE)
+        cookie = request.cookies.get(views.sign_out_cookie())
         if not cookie:
             return False
         try:
@@ -209,7 +219,7 @@ class Auth:
         if done:
             @after_this_request
             def forget(response: Response) -> Response:
-                response.delete_cookie(views.SIGN_OUT_COOKIE, path="/", httponly=True,
+                response.delete_cookie(views.sign_out_cookie(), path="/", httponly=True,
                                        secure=_state().settings.uses_https, samesite="Lax")
                 return response
         return done
@@ -249,13 +259,29 @@ def _sign_in_again(exc: InteractionRequired) -> ResponseReturnValue:
     """A view needs the user at the provider again: keep a claims challenge with the session
     (so the sign-in asks for it), then send the browser to sign in and come back here."""
     if exc.claims_challenge and current_entry() is not None:
-        entry = dict(current_entry() or {})
-        entry["claims_challenge"] = exc.claims_challenge[:MAX_CLAIMS_CHALLENGE_CHARS]
-        flask_session[SESSION_KEY] = entry
+        if _usable_claims_challenge(exc.claims_challenge):
+            flask_session[SESSION_KEY] = {**(current_entry() or {}),
+                                          "claims_challenge": exc.claims_challenge}
+        else:  # never truncated into invalid JSON: a plain sign-in instead
+            log.warning("Ignoring a claims challenge that is too long or not JSON")
     if request.method != "GET":
         return views.render_error(AuthError(401, "Please sign in again", exc.message,
                                             offer_sign_in=True))
     return _redirect_to_sign_in(exc.scopes)
+
+
+def _usable_claims_challenge(challenge: str) -> bool:
+    if len(challenge) > MAX_CLAIMS_CHALLENGE_CHARS:
+        return False
+    try:
+        return isinstance(json.loads(challenge), dict)
+    except ValueError:
+        return False
+
+
+def _without_reserved(scopes: list[str] | None) -> list[str]:
+    """MSAL adds openid, profile and offline_access itself and refuses them as scopes."""
+    return [s for s in dict.fromkeys(scopes or []) if s and s not in RESERVED_SCOPES]
 
 
 def _secret_keys(app: Flask) -> list[str]:

@@ -12,14 +12,20 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
 import requests
-from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from msal.exceptions import MsalServiceError
+
+from .metadata import (
+    ENTRA_TENANT_TEMPLATE,
+    ProviderMetadata,
+    discovery_url,
+    is_guid,
+    issuer_matches_authority,
+    origin,
+)
 
 ALLOWED_ALGORITHMS = ["RS256"]
 CLOCK_SKEW_SECONDS = 120  # tolerated clock difference with the provider (checklist: <= 5 min)
@@ -31,8 +37,6 @@ JWKS_MIN_REFETCH_SECONDS = 10  # an unknown kid may trigger a JWKS fetch at most
 # After the metadata could not be read, pages that could do without it do not try again before
 # this (each try may wait HTTP_TIMEOUT, twice): see Provider.metadata_if_available.
 METADATA_RETRY_SECONDS = 30
-ENTRA_TENANT_TEMPLATE = "{tenantid}"
-ENTRA_MULTI_TENANT = frozenset({"common", "organizations"})
 MAX_TOKEN_CHARS = 64 * 1024  # Entra's largest tokens (many groups) are a few KiB
 MAX_KID_CHARS = 256
 
@@ -87,59 +91,6 @@ def decode_signed_token(token: str, key: jwt.PyJWK, client_id: str, *, kind: str
         raise TokenError(f"the {kind} is invalid ({exc.__class__.__name__})") from None
 
 
-@dataclass(frozen=True)
-class ProviderMetadata:
-    issuer: str
-    authorization_endpoint: str
-    token_endpoint: str
-    jwks_uri: str
-    end_session_endpoint: str
-    iss_parameter_supported: bool
-
-    @property
-    def browser_origins(self) -> tuple[str, ...]:
-        """Origins the browser is sent to (for the CSP form-action list)."""
-        return tuple(sorted({_origin(self.authorization_endpoint),
-                             _origin(self.end_session_endpoint)} - {""}))
-
-
-def discovery_url(authority: str, *, generic_oidc: bool) -> str:
-    """Where MSAL itself reads the document: Entra's v2.0 path, or the OIDC standard one."""
-    if generic_oidc:
-        return f"{authority}/.well-known/openid-configuration"
-    return f"{authority}/v2.0/.well-known/openid-configuration"
-
-
-def issuer_matches_authority(issuer: str, authority: str, *, generic_oidc: bool) -> bool:
-    """Discovery 4.3: the document's issuer must be the configured one.
-
-    For a generic OpenID provider the configured URL is the issuer. For an Entra authority
-    `https://host/{tenant}` the issuer is `https://host/{tenant}/v2.0`, with two documented
-    exceptions: `common`/`organizations` publish the literal `{tenantid}` template (then checked
-    against each token's `tid`), and a tenant given by domain name (or `consumers`) is answered
-    with the tenant's GUID.
-    """
-    if generic_oidc:
-        return issuer.rstrip("/") == authority.rstrip("/")
-    configured, published = urlsplit(authority), urlsplit(issuer)
-    same_host = configured.netloc == published.netloc or (
-        configured.hostname in WELL_KNOWN_AUTHORITY_HOSTS
-        and published.hostname in WELL_KNOWN_AUTHORITY_HOSTS)
-    if configured.scheme != published.scheme or not same_host:
-        return False
-    tenant = configured.path.strip("/").split("/")[0]
-    segments = published.path.strip("/").split("/")
-    if len(segments) != 2 or segments[1] != "v2.0":
-        return False
-    published_tenant = segments[0]
-    if published_tenant == tenant:
-        return True
-    if published_tenant == ENTRA_TENANT_TEMPLATE:
-        return tenant.lower() in ENTRA_MULTI_TENANT
-    return _is_guid(published_tenant) and not _is_guid(tenant) and tenant.lower() not in (
-        ENTRA_MULTI_TENANT)
-
-
 class Provider:
     """The configured identity provider's metadata and signing keys, each re-read when older than
     its lifetime (checked on use: no background thread)."""
@@ -156,7 +107,8 @@ class Provider:
         self._lock = threading.RLock()
         self._metadata: ProviderMetadata | None = None
         self._metadata_fetched_at = 0.0
-        self._metadata_retry_at = 0.0  # metadata_if_available: no try before this
+        self._metadata_retry_at = 0.0  # after a failed read: no try before this
+        self._last_failure: ProviderError | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._keys_fetched_at: float | None = None
         self._last_unknown_kid_refetch: float | None = None
@@ -164,32 +116,48 @@ class Provider:
     # -- metadata --------------------------------------------------------------------------
 
     def metadata(self) -> ProviderMetadata:
-        if self._metadata is not None and not self._metadata_stale():
+        """The provider's metadata, re-read once a day. After a failed read no request tries
+        again for METADATA_RETRY_SECONDS: they get the same error at once (or the last metadata
+        read, if any), so while the provider is down requests do not queue up behind the lock,
+        each waiting out the timeouts in turn."""
+        if self._fresh_enough():
             # Without the lock: a key-set fetch holding it (a token with an unknown kid) must
             # not stall every sign-in and sign-out that only needs the known metadata.
-            return self._metadata
+            return self._metadata  # type: ignore[return-value]
         with self._lock:
-            if self._metadata is None or self._metadata_stale():
+            if self._fresh_enough():
+                return self._metadata  # type: ignore[return-value]
+            if self._last_failure is not None:
+                raise self._last_failure
+            try:
                 self._metadata = self._fetch_metadata()
-                self._metadata_fetched_at = self._clock()
+            except ProviderError as exc:
+                self._metadata_retry_at = self._clock() + METADATA_RETRY_SECONDS
+                if self._metadata is not None:
+                    return self._metadata  # stale, but the best there is while it is down
+                self._last_failure = exc
+                raise
+            self._metadata_fetched_at = self._clock()
             return self._metadata
 
-    def _metadata_stale(self) -> bool:
-        return self._clock() - self._metadata_fetched_at > METADATA_LIFETIME_SECONDS
+    def _fresh_enough(self) -> bool:
+        now = self._clock()
+        if now >= self._metadata_retry_at:
+            self._last_failure = None
+        elif self._metadata is not None:
+            return True  # a re-read failed a moment ago: keep what we have
+        return self._metadata is not None and (
+            now - self._metadata_fetched_at <= METADATA_LIFETIME_SECONDS)
 
     def cached_metadata(self) -> ProviderMetadata | None:
         return self._metadata
 
     def metadata_if_available(self) -> ProviderMetadata | None:
         """The metadata, or None when it cannot be read: for what a page can do without (its
-        CSP's sign-out target). After a failure this does not try again for a while, so that
-        while the provider is down pages that do not need it are not held up by its timeouts."""
-        if self._metadata is None and self._clock() < self._metadata_retry_at:
-            return None
+        CSP's sign-out target)."""
         try:
             return self.metadata()
         except ProviderError:
-            self._metadata_retry_at = self._clock() + METADATA_RETRY_SECONDS
             return None
 
     def _fetch_metadata(self) -> ProviderMetadata:
@@ -248,7 +216,7 @@ class Provider:
         issuer = self.metadata().issuer
         if ENTRA_TENANT_TEMPLATE in issuer:
             tid = claims.get("tid")
-            if not isinstance(tid, str) or not _is_guid(tid):
+            if not isinstance(tid, str) or not is_guid(tid):
                 raise TokenError(f"the {kind} has no valid tid for the {{tenantid}} issuer")
             if self.allowed_tenants and tid.lower() not in self.allowed_tenants:
                 raise TokenError(f"the {kind} comes from a tenant this app does not allow (tid)")
@@ -367,7 +335,7 @@ def unreachable(url: str, exc: Exception) -> ProviderError:
         cause, hint = "it did not answer in time", ""
     else:
         cause, hint = "the connection failed", "Check that AUTHORITY is right and reachable."
-    return ProviderError(f"Could not reach the identity provider at {_origin(url)}: {cause}.",
+    return ProviderError(f"Could not reach the identity provider at {origin(url)}: {cause}.",
                          url=url, unreachable=True, hint=hint)
 
 
@@ -382,17 +350,6 @@ def _oauth_error(response: requests.Response) -> tuple[str, str]:
     error, description = body.get("error"), body.get("error_description")
     return (error if isinstance(error, str) else "",
             description if isinstance(description, str) else "")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
-
-
-def _is_guid(value: str) -> bool:
-    parts = value.split("-")
-    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(
-        c in "0123456789abcdefABCDEF" for c in "".join(parts))
 
 
 @contextlib.contextmanager

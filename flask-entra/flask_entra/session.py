@@ -250,9 +250,19 @@ def _keep_token_cache(entry: dict[str, Any], settings: Settings, now: float) -> 
         with store.lock("renew:" + session_id(), 10, wait=0):
             sealed = store.get(key)
             if sealed is not None:
-                store.set(key, sealed, stored_for(entry, settings, now))
+                write_token_cache(store, session_id(), sealed, stored_for(entry, settings, now))
     except StoreBusy:
         pass  # a renewal holds it, and saves the cache with a new time to live itself
+
+
+def write_token_cache(store: Store, sid: str, sealed: bytes, ttl: int) -> None:
+    """Store a session's sealed token cache. Ended while this was written (a sign-out during a
+    renewal)? Whoever ended it marked it before deleting the record: either that delete came
+    after this write, or this check sees the mark. An ended session's refresh token must not
+    stay behind."""
+    store.set(TOKEN_CACHE_PREFIX + sid, sealed, ttl)
+    if store.get(ENDED_PREFIX + sid) is not None:
+        store.delete(TOKEN_CACHE_PREFIX + sid)
 
 
 def current_entry() -> dict[str, Any] | None:

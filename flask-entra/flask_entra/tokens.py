@@ -29,11 +29,11 @@ from .provider import Provider, TokenError, provider_calls
 from .sealing import Sealer, SealError
 from .session import (
     ACTIVITY_RECORD_SECONDS,
-    ENDED_PREFIX,
     TOKEN_CACHE_PREFIX,
     current_entry,
     end_session,
     session_id,
+    write_token_cache,
 )
 from .settings import Settings
 from .store import Store
@@ -96,12 +96,7 @@ class Tokens:
         # Saved by a request, which is activity: kept as long as the session (session.stored_for).
         ends_at = min(ends_at, time.time() + self.settings.session_idle_timeout
                       + ACTIVITY_RECORD_SECONDS)
-        self.store.set(TOKEN_CACHE_PREFIX + sid, sealed, max(1, int(ends_at - time.time())))
-        # Ended while this was written (a sign-out during a renewal)? Whoever ended it marked it
-        # before deleting this record: either that delete came after this write, or this check
-        # sees the mark. An ended session's refresh token must not stay behind.
-        if self.store.get(ENDED_PREFIX + sid) is not None:
-            self.store.delete(TOKEN_CACHE_PREFIX + sid)
+        write_token_cache(self.store, sid, sealed, max(1, int(ends_at - time.time())))
 
     def load_cache(self, sid: str) -> msal.SerializableTokenCache | None:
         sealed = self.store.get(TOKEN_CACHE_PREFIX + sid)
@@ -146,9 +141,10 @@ class Tokens:
         return result
 
     def renewal_seconds(self) -> float:
-        """How long a renewal may hold the lock: a token request, a connect retry and a key-set
-        fetch, each bounded by the HTTP timeout."""
-        return 3 * self.settings.http_timeout + 5
+        """How long a renewal may hold the lock: a token request and a connect retry, the
+        provider's metadata and key-set fetches (once a day), each timeout applying per read, so
+        generously more than the sum of them."""
+        return 6 * self.settings.http_timeout + 5
 
     def _session_cache(self, sid: str) -> msal.SerializableTokenCache:
         cache = self.load_cache(sid)

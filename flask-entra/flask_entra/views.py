@@ -108,18 +108,19 @@ def authorization_response() -> ResponseReturnValue:
     if params.get("state") == NO_OP_STATE:
         return redirect(request.script_root + "/", 303)
     pending = take_pending(params.get("state", ""))
-    # Single use, across processes and instances: of two deliveries of one response (a double
-    # submit, a replay) only the first redeems the code. Recorded only now that the sealed
-    # cookie opened, and kept no longer than the pending sign-in could live.
-    if not state.store.claim_once("sign-in:" + pending.state, pending.expires_at):
-        raise AuthError(400, "Sign-in already completed", "This sign-in response was already "
-                        "used.", hint="Start the sign-in again.", offer_sign_in=True)
     check_response_issuer(params, pending)
     if params.get("error"):
         raise from_oauth_error(params["error"], params.get("error_description", ""))
     if not params.get("code"):
         raise AuthError(400, "Sign-in failed", "The identity provider's response has no "
                         "authorization code.", offer_sign_in=True)
+    # Single use, across processes and instances: of two deliveries of one response (a double
+    # submit, a replay) only the first redeems the code. The one record an anonymous client can
+    # cause: only for a response with a code whose sealed cookie opened (so at most one per
+    # token request made), and gone with the pending sign-in's lifetime (store.claim_once).
+    if not state.store.claim_once("sign-in:" + pending.state, pending.expires_at):
+        raise AuthError(400, "Sign-in already completed", "This sign-in response was already "
+                        "used.", hint="Start the sign-in again.", offer_sign_in=True)
     app = state.tokens.msal_app()  # an empty, throw-away cache: see redeem_code
     result = redeem_code(app, pending, params)
     try:
@@ -268,7 +269,7 @@ def logout() -> ResponseReturnValue:
     response = redirect(provider_logout_url(claims.get("login_hint"), sign_out_state), 303)
     # The provider sends the browser back with this state; the cookie tells that it is this
     # browser's sign-out coming back. Lax: the return is a top-level navigation.
-    response.set_cookie(SIGN_OUT_COOKIE, sign_out_state, max_age=SIGN_OUT_SECONDS, path="/",
+    response.set_cookie(sign_out_cookie(), sign_out_state, max_age=SIGN_OUT_SECONDS, path="/",
                         httponly=True, secure=state.settings.uses_https, samesite="Lax")
     return response
 
@@ -297,14 +298,20 @@ def provider_logout_url(logout_hint: str | None, sign_out_state: str) -> str:
     return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
 
 
+def sign_out_cookie() -> str:
+    """The sign-out state's cookie: `__Host-` under https, so no sibling subdomain plants one."""
+    return ("__Host-" if _state().settings.uses_https else "") + SIGN_OUT_COOKIE
+
+
 def clean_sign_out_return() -> ResponseReturnValue | None:
     """before_request: the provider's return from this browser's sign-out (its state, its
     cookie) is sent on to the same page without `?state=…` in the address bar, marked done so
     that page can say "signed out" (Auth.returned_from_sign_out). Any other request, or another
     state, is left alone (checklist F3)."""
-    if SIGN_OUT_COOKIE not in request.cookies or request.method != "GET":
+    name = sign_out_cookie()
+    if name not in request.cookies or request.method != "GET":
         return None
-    expected = request.cookies[SIGN_OUT_COOKIE]
+    expected = request.cookies[name]
     sent = request.args.get("state", "")
     if not sent or len(sent) > 1024 or not hmac.compare_digest(sent.encode(), expected.encode()):
         return None
@@ -314,7 +321,7 @@ def clean_sign_out_return() -> ResponseReturnValue | None:
     except SealError:
         return None
     response = redirect(request.script_root + request.path, 303)
-    response.set_cookie(SIGN_OUT_COOKIE, state.sign_out_sealer.seal(b"done").decode(),
+    response.set_cookie(name, state.sign_out_sealer.seal(b"done").decode(),
                         max_age=60, path="/", httponly=True, secure=state.settings.uses_https,
                         samesite="Lax")
     return response

@@ -14,13 +14,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from werkzeug.serving import make_server
 
 from entra_emulator.server import EmulatorServer
-from tests.conftest import default_directory_document
+from tests.support import default_directory_document
 from webapp import create_app
+
+pytestmark = pytest.mark.browser  # a real Chromium (Debian's /usr/bin/chromium)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -118,7 +121,15 @@ def test_sign_in_call_graph_read_claims_and_sign_out(live_stack, page) -> None:
     expect(accept).to_be_visible()
     expect(page.locator("body")).to_contain_text("Sign you in and read your profile")
     snap(page, "03-emulator-consent")
-    accept.click()
+    with page.expect_request(f"{base}/getAToken") as callback:
+        accept.click()
+    # The provider's answer is a form_post: cross-site when the provider is on another site
+    # (127.0.0.1), which only SameSite=None cookies (the pending sign-in's) ride along with.
+    assert callback.value.method == "POST"
+    cross_site = urlsplit(emu.http_base).hostname != "localhost"
+    fetch_site = callback.value.all_headers().get("sec-fetch-site")
+    assert fetch_site == ("cross-site" if cross_site else "same-site"), fetch_site
+    assert "entra-signin-" in callback.value.all_headers().get("cookie", "")
 
     page.wait_for_url(f"{base}/**")
     expect(page.locator("h1")).to_contain_text("Adele Vance")
@@ -140,11 +151,20 @@ def test_sign_in_call_graph_read_claims_and_sign_out(live_stack, page) -> None:
     assert "eyJ" not in html
     assert all("eyJ" not in cookie["value"] for cookie in page.context.cookies())
 
-    page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url(f"{base}/**")
+    # The Sign out button POSTs (with its CSRF token) to /logout, which sends the browser to the
+    # provider's end_session_endpoint; the provider sends it back to / with the sealed state,
+    # which the app takes and answers with the same page without it (a clean address).
+    with page.expect_request(lambda r: r.method == "POST" and r.url == f"{base}/logout"):
+        page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{base}/")
     expect(page.get_by_role("link", name="Sign in").first).to_be_visible()
     expect(page.get_by_role("status")).to_have_text("You have signed out.")  # its state came back
+    assert urlsplit(page.url).query == "" and "state=" not in page.url
+    assert page.url == f"{base}/"
+    assert not [c for c in page.context.cookies() if c["name"] == "session"]
     snap(page, "07-signed-out-again")
+    page.reload()  # said once: the sign-out's own return, not every visit
+    expect(page.get_by_role("status")).to_have_count(0)
 
     # Signed out for real: the next sign-in asks for a password again.
     page.get_by_role("link", name="Sign in").first.click()

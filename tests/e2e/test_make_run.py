@@ -22,6 +22,8 @@ import requests
 
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, USERNAME
 
+pytestmark = pytest.mark.browser  # a real Chromium (Debian's /usr/bin/chromium)
+
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = (5000, 8080, 8443)
 START_TIMEOUT = 30

@@ -3,7 +3,7 @@ behind a round-robin balancer, a browser whose one cookie jar reaches all of the
 a real gunicorn serving the production configuration (the `start_gunicorn` fixture, conftest.py).
 
 The apps run in-process (werkzeug's test client over the balancer); the emulator's pages are driven
-over real HTTP by the shared `browser_sign_in` helper (tests/conftest.py), as in tests/webapp.
+over real HTTP by the shared `browser_sign_in` helper (tests/conftest.py), as in tests/quickstart.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import redis
 import requests
 from werkzeug.test import Client
 
-from tests.webapp.webapp_support import app_settings
+from tests.quickstart.webapp_support import app_settings
 
 PASSWORD = "Passw0rd!"
 ADELE = "AdeleV@contoso.onmicrosoft.com"

@@ -1,6 +1,7 @@
-"""Reading pages writes nothing: the stored session is rewritten only when it changes (sign-in, a
-token renewal, sign-out), never by a page that only reads it. Every page view would otherwise
-cost a store write, and two tabs would keep overwriting each other's session."""
+"""Reading pages writes nothing: the stored session is rewritten only when it changes (sign-in,
+activity recorded at most once a minute, sign-out), and the token cache beside it only when it
+changes (sign-in, a renewal), never by a page that only reads them. Every page view would
+otherwise cost store writes, and two tabs would keep overwriting each other's session."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def test_signed_in_pages_do_not_rewrite_the_stored_session(make_instance, store_
         return upsert(lifetime, session, store_id)
 
     interface._upsert_session = counted_upsert  # the one way a session reaches the store
+    store = app.extensions["flask_entra"].store  # the token cache's, beside the sessions
+    store_set = store.set
+    store.set = lambda key, *args: writes.append(key) or store_set(key, *args)
     for path in ("/", "/claims", "/graph", "/logout", "/", "/graph"):
         page = browser.get(path)
         assert page.status_code == 200, (path, page.get_data(as_text=True))

@@ -13,7 +13,7 @@ import pytest
 
 from entra_emulator.server import env_settings, write_env_file
 from flask_entra.outbound import OutboundSession
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     Browser,
     state_of,
 )

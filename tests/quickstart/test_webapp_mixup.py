@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import issuer_of
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     Browser,
     CallRecorder,
     registered_app,
     stored_sessions,
 )
+from tests.support import issuer_of
 
 RESPONSE_MODES = ["form_post", "query"]
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     Browser,
     CallRecorder,
     pending_cookie_name,

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 
 from entra_emulator.keys import SigningKey
 from flask_entra import StoreUnavailable, backchannel  # backchannel: its store keys, for tests
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     ADELE,
     MEGAN,
     Browser,

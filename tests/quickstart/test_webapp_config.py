@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import default_directory_document
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     Browser,
     CallRecorder,
     stored_sessions,
     webapp_config,
 )
+from tests.support import default_directory_document
 from webapp import create_app
 from webapp.config import DEFAULTS, load_settings, read_environment
 

@@ -13,7 +13,7 @@ from flask import Flask, jsonify
 
 from entra_emulator.server import env_settings
 from flask_entra import Auth
-from tests.conftest import DEFAULT_PASSWORD, browser_sign_in
+from tests.support import DEFAULT_PASSWORD, browser_sign_in
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -4,7 +4,7 @@ another user (other `sub` and `oid`); the app must end the session with a clear 
 
 from __future__ import annotations
 
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     CallRecorder,
     entra,
     entry_of,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     Browser,
     CallRecorder,
     entry_of,

@@ -32,7 +32,7 @@ from flask import Flask, render_template
 from jinja2 import DictLoader
 
 from entra_emulator.server import env_settings
-from tests.conftest import ADELE, DEFAULT_PASSWORD, browser_sign_in
+from tests.support import ADELE, DEFAULT_PASSWORD, browser_sign_in
 
 APP = "http://localhost:5000"
 AUTH_MODULES = {"identity": "identity.flask", "flask_entra": "flask_entra"}

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.webapp.webapp_support import pending_cookie_name, pending_cookies, state_of
+from tests.quickstart.webapp_support import pending_cookie_name, pending_cookies, state_of
 
 ATTACKS = [
     "https://evil.example/",

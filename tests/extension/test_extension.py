@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 
 from flask_entra import Auth, ConfigurationError, signed_in, signed_out
-from tests.conftest import ADELE
-from tests.flask_entra.host_app import Driver, host_app
+from tests.extension.host_app import Driver, host_app
+from tests.support import ADELE
 
 
 @pytest.fixture(params=["filesystem", "redis"])
@@ -34,7 +34,7 @@ def test_sign_in_call_api_and_sign_out_on_either_session_type(emulator, tmp_path
     me = browser.client.get("/me")
     if me.status_code == 302:  # User.Read not consented by this user yet: consent, come back
         consent = browser.client.get(me.headers["Location"])
-        from tests.conftest import DEFAULT_PASSWORD, browser_sign_in
+        from tests.support import DEFAULT_PASSWORD, browser_sign_in
         result = browser_sign_in(consent.headers["Location"], ADELE, DEFAULT_PASSWORD,
                                  session=browser.idp)
         assert browser.deliver(result).headers["Location"] == "/me"

@@ -22,24 +22,25 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.webapp.webapp_support import (
+from flask_entra.errors import from_provider_error
+from flask_entra.outbound import OutboundSession
+from flask_entra.provider import (
+    KEYS_LIFETIME_SECONDS,
+    METADATA_RETRY_SECONDS,
+    Provider,
+    ProviderError,
+    TokenError,
+)
+from tests.quickstart.webapp_support import (
     ADELE,
     Browser,
     CallRecorder,
+    change_stored_session,
+    entra,
+    entry_of,
     registered_app,
-    session_of,
 )
-from webapp import auth
-from webapp.errors import from_provider_error
 from webapp.graph import GraphResult, graph_error
-from webapp.oidc import (
-    KEYS_LIFETIME_SECONDS,
-    METADATA_RETRY_SECONDS,
-    IdTokenError,
-    Provider,
-    ProviderError,
-)
-from webapp.outbound import OutboundSession
 from webapp.views import _claim_value, _initials
 
 UNKNOWN_TENANT = "0badc0de-0000-4000-8000-000000000000"
@@ -141,11 +142,8 @@ def test_a_real_timestamp_claim_is_also_shown_as_a_date() -> None:
 
 def test_the_claims_page_survives_odd_timestamps(browser, app) -> None:
     assert browser.sign_in().status_code == 303
-    stored = session_of(app, browser)
     odd = {"exp": 10**30, "iat": math.nan, "nbf": "tomorrow", "auth_time": -(10**20)}
-    stored[auth.ID_TOKEN_CLAIMS] = {**stored[auth.ID_TOKEN_CLAIMS], **odd}
-    key = app.session_interface.key_prefix + browser.cookie().value
-    app.session_interface.cache.set(key, stored)
+    change_stored_session(app, browser, claims={**entry_of(app, browser)["claims"], **odd})
 
     page = browser.client.get("/claims")
     html = page.get_data(as_text=True)
@@ -178,9 +176,9 @@ def test_an_unknown_tenant_is_a_configuration_error_with_the_aadsts90002_hint(ma
     html = response.get_data(as_text=True)
     assert response.status_code == 503
     assert "identity provider is unavailable" not in html
-    assert "configuration problem in AUTHORITY" in html
+    assert "configuration problem in the app&#39;s authority setting" in html
     assert "AADSTS90002" in html
-    assert "The tenant in AUTHORITY does not exist" in html  # AADSTS_HINTS["90002"]
+    assert "The tenant in the authority does not exist" in html  # AADSTS_HINTS["90002"]
     assert f"Tenant &#39;{UNKNOWN_TENANT}&#39; not found" in html  # Entra's own message line
     assert "Trace ID" not in html
     assert "Sign in again" not in html
@@ -193,7 +191,8 @@ def test_an_issuer_mismatch_is_a_configuration_error(make_app, emulator) -> None
     assert response.status_code == 503
     assert "identity provider is unavailable" not in html
     assert "does not belong to the configured authority" in html
-    assert "configuration problem in AUTHORITY" in html
+    assert "configuration problem in the app&#39;s authority setting" in html
+    assert "Sign in again" not in html
 
 
 def test_the_real_tenant_signs_in(make_app, emulator, browser_sign_in_fn) -> None:
@@ -244,30 +243,30 @@ def test_a_withdrawn_signing_key_is_refused_once_the_keys_are_re_read(start_emul
                         clock=clock)
     withdrawn = emu.keys.current
     token = id_token(emu, withdrawn, client_id)
-    assert provider.validate_id_token(token)["sub"] == "subject-1"
+    assert provider.verify_id_token(token)["sub"] == "subject-1"
 
     for _ in range(3):  # the emulator keeps three keys published: this one is now gone
         emu.keys.rotate()
     assert withdrawn.kid not in {key.kid for key in emu.keys.published}
 
     clock.now += KEYS_LIFETIME_SECONDS - 60
-    provider.validate_id_token(token)  # still within the keys' lifetime: the cached set holds
+    provider.verify_id_token(token)  # still within the keys' lifetime: the cached set holds
     clock.now += 120
-    with pytest.raises(IdTokenError, match="key the provider does not publish"):
-        provider.validate_id_token(token)
+    with pytest.raises(TokenError, match="key the provider does not publish"):
+        provider.verify_id_token(token)
     current = id_token(emu, emu.keys.current, client_id)
-    assert provider.validate_id_token(current)["sub"] == "subject-1"
+    assert provider.verify_id_token(current)["sub"] == "subject-1"
 
 
 def test_the_signing_keys_are_fetched_again_only_after_their_lifetime(
         make_app, emulator, browser_sign_in_fn, monkeypatch) -> None:
     clock = Clock()
     app = make_app()
-    services = app.extensions["webapp"]
-    provider = Provider(services.http, emulator.authority, registered_app(emulator).app_id,
+    state = entra(app)
+    provider = Provider(state.http, emulator.authority, registered_app(emulator).app_id,
                         clock=clock)
-    monkeypatch.setattr(services, "provider", provider)
-    monkeypatch.setattr(services.identity, "provider", provider)
+    monkeypatch.setattr(state, "provider", provider)
+    monkeypatch.setattr(state.tokens, "provider", provider)
     calls = CallRecorder(app)
     browser = Browser(app, emulator, browser_sign_in_fn)
 

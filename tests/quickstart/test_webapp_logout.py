@@ -12,8 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.conftest import default_directory_document
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     ADELE,
     MEGAN,
     Browser,
@@ -21,9 +20,16 @@ from tests.webapp.webapp_support import (
     entry_of,
     stored_sessions,
 )
+from tests.support import default_directory_document
 
 SIGN_OUT_COOKIE = "entra-signout"
 APP_BASE = "http://localhost:5000"  # where the registered post-logout URI says the app runs
+
+
+def at_the_provider(browser, username: str = ADELE) -> requests.Session:
+    """The browser's side at the provider: the cookies of its sign-in there (the provider sends
+    a sign-out back only to an app that session signed in to, or one the request names)."""
+    return browser._idp_sessions[username]
 
 
 def csrf_token(browser) -> str:
@@ -52,7 +58,8 @@ def test_sign_out_clears_everything_and_goes_to_the_provider(app, browser, emula
     assert entra(app).tokens.load_cache(session_id) is None  # the token cache went first
     assert any(c.startswith("session=;") for c in response.headers.getlist("Set-Cookie"))
     # The provider accepts it (registered post-logout URI) and sends the browser back.
-    back = requests.get(response.headers["Location"], allow_redirects=False, timeout=10)
+    back = at_the_provider(browser).get(response.headers["Location"], allow_redirects=False,
+                                        timeout=10)
     assert back.status_code in (302, 303)
     assert back.headers["Location"].startswith("http://localhost:5000/")
 
@@ -64,7 +71,8 @@ def test_the_providers_return_with_the_sign_outs_state_says_signed_out(app, brow
                                    base_url=APP_BASE)
     state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
     assert len(state) >= 43 and browser.cookie(SIGN_OUT_COOKIE).value == state
-    back = requests.get(response.headers["Location"], allow_redirects=False, timeout=10)
+    back = at_the_provider(browser).get(response.headers["Location"], allow_redirects=False,
+                                        timeout=10)
     assert parse_qs(urlsplit(back.headers["Location"]).query)["state"] == [state]
 
     # The return goes on to the same page without the state in the address bar ...

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     ADELE,
     MEGAN,
     SESSION_COOKIE,

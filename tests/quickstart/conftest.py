@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     Browser,
     webapp_config,
 )
@@ -34,7 +34,7 @@ def browser_fixture(app, emulator, browser_sign_in_fn):
 
 @pytest.fixture(name="browser_sign_in_fn")
 def browser_sign_in_fn_fixture(browser_sign_in) -> Callable[..., Any]:
-    """The shared scripted browser for the emulator's pages (tests/conftest.py)."""
+    """The emulator's scripted browser for its pages (entra_emulator.testing)."""
     return browser_sign_in
 
 

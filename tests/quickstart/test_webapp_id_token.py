@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.webapp_support import (
+from tests.quickstart.webapp_support import (
     MEGAN,
     Browser,
     CallRecorder,
