@@ -50,6 +50,7 @@ loadtest: install system-deps
 
 bench: install system-deps
 	$(PY) bench/bench_webapp.py
+	$(PY) bench/bench_api.py
 
 bench-emulator: install
 	$(PY) bench/bench_emulator.py

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent
 STATE_DIR = Path(os.environ.get("EMULATOR_STATE_DIR") or ROOT / ".emulator")
 WEBAPP_HOST = "localhost"
 WEBAPP_PORT = 5000
+TODO_API_PORT = 5001
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -58,25 +59,51 @@ def persistent_secret_key() -> str:
     return path.read_text().strip()
 
 
-def run_webapp(extra_env: dict[str, str]) -> int:
-    """The quickstart's own command, `flask run --host=localhost --port=5000`, as a child."""
+def run_apps(extra_env: dict[str, str], with_todo_api: bool) -> int:
+    """The quickstart's own command, `flask run --host=localhost --port=5000`, as a child, and
+    the To-do API beside it on port 5001 (when it is registered)."""
     env = {**os.environ, **extra_env}
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "run",
-               f"--host={WEBAPP_HOST}", f"--port={WEBAPP_PORT}"]
-    child = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603 - fixed argv
+    todo = None
+    if with_todo_api:
+        todo = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "flask", "--app", "todo_api", "run",
+             f"--host={WEBAPP_HOST}", f"--port={TODO_API_PORT}"], cwd=ROOT, env=env)
+    child = subprocess.Popen(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "flask", "--app", "wsgi", "run", f"--host={WEBAPP_HOST}",
+         f"--port={WEBAPP_PORT}"], cwd=ROOT, env=env)
     try:
         return child.wait()
     except KeyboardInterrupt:
-        # At a terminal Ctrl-C reaches the child too; a signal sent to this process alone
+        # At a terminal Ctrl-C reaches the children too; a signal sent to this process alone
         # (a process manager, a test) does not, so pass it on.
-        child.send_signal(signal.SIGINT)
+        for process in (child, todo):
+            if process is not None:
+                process.send_signal(signal.SIGINT)
         return 130
     finally:
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        for process in (child, todo):
+            if process is None:
+                continue
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def todo_api_settings(emu: object) -> dict[str, str]:
+    """The To-do API's registration in the emulator's directory, wired to both apps."""
+    api = next((a for a in emu.directory.applications  # type: ignore[attr-defined]
+                if a.display_name == "Todo API" and a.password_credentials), None)
+    if api is None:
+        return {}
+    return {"TODO_API_CLIENT_ID": api.app_id,
+            "TODO_API_CLIENT_SECRET": api.password_credentials[0].secret_text,
+            "TODO_API_URL": f"http://{WEBAPP_HOST}:{TODO_API_PORT}",
+            "TODO_API_SCOPE": f"api://{api.app_id}/ToDoList.ReadWrite",
+            "TODO_DB": str(STATE_DIR / "todo_api" / "todos.db")}
 
 
 def main() -> int:
@@ -86,7 +113,7 @@ def main() -> int:
     if real_tenant_settings(env):
         provider = env.get("OIDC_AUTHORITY") or env.get("AUTHORITY")
         print(f"Using the identity provider from .env: {provider}")
-        return run_webapp({})
+        return run_apps({}, with_todo_api=bool(env.get("TODO_API_CLIENT_ID")))
 
     unset = placeholders(env)
     if unset:
@@ -104,13 +131,15 @@ def main() -> int:
         return 1
     try:
         wiring = env_settings(emu)
+        todo = todo_api_settings(emu)
         print(describe(emu, wiring))
+        if todo:
+            print(f"  To-do API          {todo['TODO_API_URL']} (scope {todo['TODO_API_SCOPE']})")
         print(f"\n  Open http://{WEBAPP_HOST}:{WEBAPP_PORT} and sign in as a sample user. "
-              "Ctrl-C stops both.\n", flush=True)
-        return run_webapp({
-            **wiring,
-            "SECRET_KEY": env.get("SECRET_KEY") or persistent_secret_key(),
-        })
+              "Ctrl-C stops everything.\n", flush=True)
+        return run_apps({**wiring, **todo,
+                         "SECRET_KEY": env.get("SECRET_KEY") or persistent_secret_key()},
+                        with_todo_api=bool(todo))
     finally:
         emu.stop()
 

@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_entra.hardening import SecurityHeaders, install_log_redaction, sign_out_targets
 
-from . import views
+from . import todo, views
 from .config import Settings, describe_problems, load_settings, read_environment
 from .errors import AppError, register_error_handlers, render_error
 from .extensions import auth
@@ -44,6 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_error_handlers(app)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.register_blueprint(views.bp)
+    app.register_blueprint(todo.bp)
     app.context_processor(template_globals)
     app.wsgi_app = SecurityHeaders(  # type: ignore[method-assign]
         app.wsgi_app, static_path=app.static_url_path or "/static",
@@ -86,6 +87,9 @@ def sign_in_config(settings: Settings) -> dict[str, Any]:
         "ENTRA_CA_BUNDLE": settings.ca_bundle or None,
         "ENTRA_HTTP_TIMEOUT": settings.http_timeout,
         "ENTRA_BACKCHANNEL_LOGOUT": settings.backchannel_logout,
+        "ENTRA_ALLOWED_TENANTS": list(settings.allowed_tenants),
+        # Groups past the overage are read from the same Graph as ENDPOINT.
+        "ENTRA_GRAPH_ENDPOINT": settings.graph_endpoint.rsplit("/me", 1)[0],
     }
 
 
@@ -138,5 +142,7 @@ def redirect_loopback_ip() -> ResponseReturnValue | None:
 
 def template_globals() -> dict[str, Any]:
     signed_in = "flask_entra" in current_app.extensions and auth.get_user() is not None
+    services = current_app.extensions.get("webapp")
     return {"signed_in": signed_in, "sign_in_available": "flask_entra" in current_app.extensions,
+            "todo_available": bool(services and services.settings.todo_api_url),
             "csrf_token": auth.csrf_token() if signed_in else ""}

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 # MSAL adds these to every sign-in itself and refuses them in the `scopes` argument.
 RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-APP_PATHS = frozenset({"", "/login", "/logout", "/graph", "/claims", "/healthz",
-                       "/backchannel-logout"})
+APP_PATHS = frozenset({"", "/login", "/logout", "/graph", "/claims", "/healthz", "/todo",
+                       "/admin", "/backchannel-logout"})
 
 DEFAULTS = {
     "REDIRECT_URI": "http://localhost:5000/getAToken",
@@ -72,6 +72,9 @@ class Settings:
     http_timeout: float = 10.0
     graph_retry_max_wait: float = 5.0
     backchannel_logout: bool = False
+    todo_api_url: str = ""  # the To-do API's base URL; "" hides the To-do page
+    todo_api_scopes: tuple[str, ...] = ()  # e.g. api://<its app id>/ToDoList.ReadWrite
+    allowed_tenants: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = field(default_factory=tuple)
 
     @property
@@ -170,6 +173,12 @@ def load_settings(source: Mapping[str, object]) -> Settings:
                                 f"Use form_post or query (got {response_mode!r})."))
     values["response_mode"] = response_mode
 
+    values["todo_api_url"] = get("TODO_API_URL").rstrip("/")
+    values["todo_api_scopes"] = tuple(get("TODO_API_SCOPE").split())
+    if values["todo_api_url"] and not values["todo_api_scopes"]:
+        problems.append(Problem("TODO_API_SCOPE", "Set it to the To-do API's scope, e.g. "
+                                "api://<its Application ID>/ToDoList.ReadWrite."))
+    values["allowed_tenants"] = tuple(get("ALLOWED_TENANTS").replace(",", " ").split())
     backchannel = get("BACKCHANNEL_LOGOUT").lower()
     if backchannel not in ("", "0", "1", "false", "true"):
         problems.append(Problem("BACKCHANNEL_LOGOUT", f"Use true or false (got {backchannel!r})."))

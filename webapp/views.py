@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, render_template
 from flask.typing import ResponseReturnValue
 
 from flask_entra import InteractionRequired
+from flask_entra.authorization import has_group_overage
 
 from .errors import AppError
 from .extensions import auth
@@ -39,6 +40,10 @@ CLAIM_EXPLANATIONS = {
     "idp": "The identity provider that authenticated the user (for guests).",
     "roles": "App roles assigned to the user.",
     "groups": "Groups the user belongs to.",
+    "_claim_names": "Where claims too large for the token are: past Entra's group limit, "
+                    "\"groups\" points to Microsoft Graph (the overage).",
+    "_claim_sources": "The endpoint named by _claim_names.",
+    "hasgroups": "The user is in more groups than the token can list.",
     "azp": "Authorized party: the app the token was issued to.",
     "aio": "Opaque, used by Microsoft Entra internally.",
     "rh": "Opaque, used by Microsoft Entra internally.",
@@ -104,7 +109,10 @@ def call_graph(*, context: dict[str, Any]) -> ResponseReturnValue:
 def claims(*, context: dict[str, Any]) -> ResponseReturnValue:
     rows = [(name, _claim_value(name, value), CLAIM_EXPLANATIONS.get(name, ""))
             for name, value in context["user"].items()]
-    return render_template("claims.html", user=context["user"], rows=rows)
+    # Past Entra's group limit the token only says "ask Graph": flask_entra does, once.
+    return render_template("claims.html", user=context["user"], rows=rows,
+                           groups=auth.get_groups(),
+                           groups_from_graph=has_group_overage(context["user"]))
 
 
 def _claim_value(name: str, value: Any) -> str:

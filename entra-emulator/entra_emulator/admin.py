@@ -23,6 +23,8 @@ from flask import Blueprint, Response, request
 
 from entra_emulator.context import current_state
 from entra_emulator.errors import json_response
+from entra_emulator.jsonsafe import MAX_BYTES, UnsafeJson
+from entra_emulator.jsonsafe import loads as bounded_json_loads
 
 bp = Blueprint("emulator_admin", __name__, url_prefix="/_emulator")
 
@@ -67,7 +69,15 @@ def _local_json_callers_only() -> Response | None:
 
 
 def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The body as a JSON object, parsed with bounds (jsonsafe.py): malformed, oversized or
+    deeply nested JSON is a ValueError, which the endpoints answer with a 400."""
+    data = request.stream.read(MAX_BYTES + 1)   # a chunked body has no Content-Length
+    if (request.content_length or 0) > MAX_BYTES or len(data) > MAX_BYTES:
+        raise ValueError(f"the body is larger than {MAX_BYTES} bytes")
+    try:
+        body = bounded_json_loads(data)
+    except UnsafeJson as problem:
+        raise ValueError(f"the body must be a JSON object: {problem}") from None
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
     return body

@@ -10,6 +10,8 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+import entra_emulator.graph_membership  # noqa: F401  (on import: its views join graph.bp)
+import entra_emulator.obo  # noqa: F401  (on import: the on-behalf-of grant joins token.GRANTS)
 from entra_emulator import admin, authorize, discovery, faults, graph, logout, token
 from entra_emulator.context import EXTENSION_KEY
 from entra_emulator.defects import DefectInjector
@@ -54,7 +56,7 @@ def build_state(config: EmulatorConfig) -> EmulatorState:
         defects=DefectInjector(authorization_response_iss=config.authorization_response_iss),
         https_base=config.https_base.rstrip("/"),
         http_base=config.http_base.rstrip("/"), state_dir=state_dir, clock=clock,
-        sessions=SessionStore(), pending=PendingStore(clock), codes=CodeStore(clock),
+        sessions=SessionStore(clock), pending=PendingStore(clock), codes=CodeStore(clock),
         refresh_tokens=RefreshTokenStore(clock), consents=ConsentStore(state_dir))
 
 

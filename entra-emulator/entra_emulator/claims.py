@@ -8,9 +8,13 @@ import base64
 import hashlib
 import json
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from entra_emulator.directory import Application, User
+from entra_emulator.errors import entra_error
+from entra_emulator.jsonsafe import UnsafeJson
+from entra_emulator.jsonsafe import loads as bounded_json_loads
 from entra_emulator.keys import b64url
 from entra_emulator.scopes import GRAPH_APP_ID, access_token_scp
 from entra_emulator.state import (
@@ -25,6 +29,36 @@ from entra_emulator.state import (
 # appidacr / azpacr: how the client authenticated (0 public, 1 secret, 2 certificate).
 CLIENT_AUTH_SECRET = "1"
 CLIENT_AUTH_CERTIFICATE = "2"
+
+
+def claims_request(params: Mapping[str, str]) -> dict[str, Any] | None:
+    """The OIDC `claims` request parameter (at /authorize and /token) as a JSON object, read
+    with bounds (jsonsafe.py). Not JSON, too large or deep, or not an object: AADSTS90100."""
+    raw = params.get("claims")
+    if not raw:
+        return None
+    try:
+        claims = bounded_json_loads(raw)
+    except UnsafeJson:
+        raise entra_error("InvalidRequestParameter", name="claims") from None
+    if not isinstance(claims, dict):
+        raise entra_error("InvalidRequestParameter", name="claims")
+    return claims
+
+
+def check_claims(params: Mapping[str, str], found: Mapping[str, Any]) -> Mapping[str, Any]:
+    """authorize.py's check of the `claims` parameter (it has no other use there yet)."""
+    claims_request(params)
+    return {}
+
+
+def client_capabilities(params: Mapping[str, str]) -> list[str] | None:
+    """MSAL's `claims` request {"access_token":{"xms_cc":{"values":["cp1"]}}} → `xms_cc`."""
+    claims = claims_request(params)
+    access_token = claims.get("access_token") if claims else None
+    xms_cc = access_token.get("xms_cc") if isinstance(access_token, dict) else None
+    values = xms_cc.get("values") if isinstance(xms_cc, dict) else None
+    return [str(v) for v in values] if isinstance(values, list) else None
 
 
 def access_token_lifetime(app: Application) -> int:

@@ -4,35 +4,61 @@ A user is a Graph `user` resource plus `passwordProfile.password` (and our optio
 a path relative to the file). An application is a Graph `application` resource: `appId`,
 `displayName`, `web.redirectUris`, `passwordCredentials[].secretText`, `keyCredentials[]`
 (`key` = base64 DER certificate as Graph returns it; PEM text is accepted too), plus our
-optional `tokenLifetimes` (seconds). A malformed file is refused with a `DirectoryError`
-naming the file, the entry and the field.
+optional `tokenLifetimes` (seconds). The authorization fields (groups, app roles, exposed
+scopes, service principals, app-role assignments, permission grants) are read by
+`directory_authz`. A malformed file is refused with a `DirectoryError` naming the file, the
+entry and the field.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from entra_emulator.directory_authz import (
+    AppRole,
+    AppRoleAssignment,
+    Group,
+    PermissionGrant,
+    PermissionScope,
+    ResourceAccess,
+    ServicePrincipal,
+    entry_name,
+    read_api,
+    read_app_role_assignment,
+    read_group,
+    read_permission_grant,
+    read_service_principal,
+)
+from entra_emulator.directory_credentials import (
+    MAX_LIFETIME_SECONDS,
+    MIN_LIFETIME_SECONDS,
+    SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS,
+    TOKEN_LIFETIME_KEYS,
+    KeyCredential,
+    PasswordCredential,
+    read_id_token_optional_claims,
+    read_key_credential,
+    read_password_credential,
+    read_token_lifetimes,
+)
+from entra_emulator.directory_queries import DirectoryAccess, check_references
+
+__all__ = ["MAX_LIFETIME_SECONDS", "MIN_LIFETIME_SECONDS", "SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS",
+           "TOKEN_LIFETIME_KEYS", "AppRole", "AppRoleAssignment", "Application", "Directory",
+           "DirectoryError", "Group", "KeyCredential", "PasswordCredential", "PermissionGrant",
+           "PermissionScope", "ResourceAccess", "ServicePrincipal", "Tenant", "User",
+           "load_directory", "parse_directory"]
 
 DEFAULT_DIRECTORY = Path(__file__).with_name("default_directory.json")
 
-TOKEN_LIFETIME_KEYS = ("accessToken", "idToken", "refreshToken", "authorizationCode")
-# Entra's configurable token lifetime policy allows 10 minutes to 1 day for access/ID tokens;
-# we allow shorter ones so tests can watch tokens expire without long sleeps.
-MIN_LIFETIME_SECONDS = 1
-MAX_LIFETIME_SECONDS = 400 * 24 * 3600
 
 
 class DirectoryError(ValueError):
@@ -69,23 +95,6 @@ class User:
 
 
 @dataclass(frozen=True)
-class PasswordCredential:
-    key_id: str
-    secret_text: str
-    end: datetime | None = None
-    display_name: str | None = None
-
-
-@dataclass(frozen=True)
-class KeyCredential:
-    key_id: str
-    certificate: x509.Certificate
-    sha1_thumbprint: bytes
-    sha256_thumbprint: bytes
-    display_name: str | None = None
-
-
-@dataclass(frozen=True)
 class Application:
     app_id: str
     display_name: str
@@ -96,11 +105,31 @@ class Application:
     # Graph's optionalClaims.idToken[].name: the optional ID token claims the app asked for.
     id_token_optional_claims: frozenset[str] = frozenset()
     graph: dict[str, Any] = field(default_factory=dict)
+    # Authorization (directory_authz): what the app exposes and what it asks of others.
+    identifier_uris: tuple[str, ...] = ()
+    api_scopes: tuple[PermissionScope, ...] = ()  # api.oauth2PermissionScopes
+    app_roles: tuple[AppRole, ...] = ()
+    requested_access_token_version: int = 1       # api.requestedAccessTokenVersion (null = 1)
+    group_membership_claims: str | None = None    # None when absent or "None"
+    required_resource_access: tuple[ResourceAccess, ...] = ()
+    # Optional access-token claims the app (as a resource) asked for, e.g. idtyp.
+    access_token_optional_claims: frozenset[str] = frozenset()
+    # The id of its service principal when the file's servicePrincipals declares one.
+    declared_service_principal_id: str | None = None
 
     @property
     def service_principal_id(self) -> str:
         """The object id of the app's service principal in the tenant (stable per appId)."""
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"servicePrincipal:{self.app_id}"))
+        return self.declared_service_principal_id or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"servicePrincipal:{self.app_id}"))
+
+    def api_scope(self, value: str) -> PermissionScope | None:
+        """The exposed scope named `value` (case-insensitive), enabled or not."""
+        wanted = value.lower()
+        return next((s for s in self.api_scopes if s.value.lower() == wanted), None)
+
+    def app_role(self, role_id: str) -> AppRole | None:
+        return next((r for r in self.app_roles if r.id == role_id), None)
 
     def key_credential_for(self, *, sha1: bytes | None = None,
                            sha256: bytes | None = None) -> KeyCredential | None:
@@ -112,11 +141,15 @@ class Application:
 
 
 @dataclass(frozen=True)
-class Directory:
+class Directory(DirectoryAccess):
     tenant: Tenant
     users: tuple[User, ...]
     applications: tuple[Application, ...]
     source: Path | None = None
+    groups: tuple[Group, ...] = ()
+    service_principals: tuple[ServicePrincipal, ...] = ()
+    app_role_assignments: tuple[AppRoleAssignment, ...] = ()
+    oauth2_permission_grants: tuple[PermissionGrant, ...] = ()
 
     @property
     def tenant_id(self) -> str:
@@ -197,7 +230,30 @@ def parse_directory(document: Any, source: Path) -> Directory:
     _require_unique(reader, "users",
                     [(u.user_principal_name.lower(), "userPrincipalName") for u in users])
     _require_unique(reader, "applications", [(a.app_id, "appId") for a in applications])
-    return Directory(tenant=tenant, users=users, applications=applications, source=source)
+    groups = tuple(read_group(reader, index, entry)
+                   for index, entry in enumerate(_optional_array(reader, document, "groups")))
+    _require_unique(reader, "groups", [(g.id, "id") for g in groups])
+    _require_unique(reader, "groups/users", [(o, "id") for o in
+                                             [*(u.id for u in users), *(g.id for g in groups)]])
+    principals = tuple(read_service_principal(reader, index, entry) for index, entry in
+                       enumerate(_optional_array(reader, document, "servicePrincipals")))
+    _require_unique(reader, "servicePrincipals", [(p.app_id, "appId") for p in principals])
+    _require_unique(reader, "servicePrincipals", [(p.id, "id") for p in principals])
+    declared = {p.app_id: p.id for p in principals}
+    applications = tuple(replace(app, declared_service_principal_id=declared.get(app.app_id))
+                         for app in applications)
+    assignments = tuple(read_app_role_assignment(reader, index, entry) for index, entry in
+                        enumerate(_optional_array(reader, document, "appRoleAssignments")))
+    grants = tuple(read_permission_grant(reader, index, entry) for index, entry in
+                   enumerate(_optional_array(reader, document, "oauth2PermissionGrants")))
+    directory = Directory(tenant=tenant, users=users, applications=applications, source=source,
+                          groups=groups, service_principals=principals,
+                          app_role_assignments=assignments, oauth2_permission_grants=grants)
+    return replace(directory, app_role_assignments=check_references(reader, directory))
+
+
+def _optional_array(reader: _Reader, document: dict[str, Any], name: str) -> list[Any]:
+    return reader.array(document, name) if document.get(name) is not None else []
 
 
 class _Reader:
@@ -246,9 +302,7 @@ def _read_tenant(reader: _Reader, tenant: Any) -> Tenant:
                   default_domain=domain)
 
 
-def _entry_name(kind: str, index: int, obj: Any, key: str) -> str:
-    label = obj.get(key) if isinstance(obj, dict) else None
-    return f"{kind}[{index}] ({label})" if isinstance(label, str) else f"{kind}[{index}]"
+_entry_name = entry_name
 
 
 def _read_user(reader: _Reader, index: int, obj: Any, source: Path) -> User:
@@ -291,10 +345,6 @@ def _read_photo(reader: _Reader, entry: str, obj: Mapping[str, Any], source: Pat
     return path
 
 
-# Optional ID token claims the emulator can add (Entra has many more).
-SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS = ("login_hint",)
-
-
 def _read_application(reader: _Reader, index: int, obj: Any) -> Application:
     entry = _entry_name("applications", index, obj, "displayName")
     if not isinstance(obj, dict):
@@ -309,17 +359,18 @@ def _read_application(reader: _Reader, index: int, obj: Any) -> Application:
         if not _is_redirect_uri(uri):
             raise reader.error(entry, "web.redirectUris",
                                f"{uri!r} is not an absolute http(s) URL without a fragment")
-    secrets = tuple(_read_password_credential(reader, f"{entry}.passwordCredentials[{i}]", c)
+    secrets = tuple(read_password_credential(reader, f"{entry}.passwordCredentials[{i}]", c)
                     for i, c in enumerate(_list(reader, entry, obj, "passwordCredentials")))
-    keys = tuple(_read_key_credential(reader, f"{entry}.keyCredentials[{i}]", c)
+    keys = tuple(read_key_credential(reader, f"{entry}.keyCredentials[{i}]", c)
                  for i, c in enumerate(_list(reader, entry, obj, "keyCredentials")))
     graph = {k: v for k, v in obj.items() if k not in ("passwordCredentials", "tokenLifetimes")}
-    return Application(app_id=reader.guid(entry, obj, "appId"),
+    return Application(**read_api(reader, entry, obj),
+                       app_id=reader.guid(entry, obj, "appId"),
                        display_name=reader.string(entry, obj, "displayName") or "",
                        redirect_uris=tuple(uris), password_credentials=secrets,
                        key_credentials=keys,
-                       token_lifetimes=_read_token_lifetimes(reader, entry, obj),
-                       id_token_optional_claims=_read_optional_claims(reader, entry, obj),
+                       token_lifetimes=read_token_lifetimes(reader, entry, obj),
+                       id_token_optional_claims=read_id_token_optional_claims(reader, entry, obj),
                        graph=graph)
 
 
@@ -336,102 +387,6 @@ def _is_redirect_uri(uri: Any) -> bool:
     parts = urlsplit(uri)
     return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment \
         and "#" not in uri
-
-
-def _read_password_credential(reader: _Reader, entry: str, obj: Any) -> PasswordCredential:
-    if not isinstance(obj, dict):
-        raise reader.error(entry, "", "must be an object with secretText")
-    return PasswordCredential(
-        key_id=str(obj.get("keyId") or ""),
-        secret_text=reader.string(entry, obj, "secretText") or "",
-        end=_read_datetime(reader, entry, obj, "endDateTime"),
-        display_name=obj.get("displayName"))
-
-
-def _read_datetime(reader: _Reader, entry: str, obj: Mapping[str, Any],
-                   name: str) -> datetime | None:
-    value = reader.string(entry, obj, name, required=False)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise reader.error(entry, name, f"must be an ISO 8601 date-time (got {value!r})") \
-            from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _read_key_credential(reader: _Reader, entry: str, obj: Any) -> KeyCredential:
-    if not isinstance(obj, dict):
-        raise reader.error(entry, "", "must be an object with key (the certificate)")
-    key_type = obj.get("type", "AsymmetricX509Cert")
-    if key_type != "AsymmetricX509Cert":
-        raise reader.error(entry, "type", f"only AsymmetricX509Cert is supported (got "
-                           f"{key_type!r})")
-    certificate = _parse_certificate(reader, entry, reader.string(entry, obj, "key") or "")
-    sha1 = certificate.fingerprint(hashes.SHA1())  # noqa: S303 - Entra's x5t is SHA-1
-    identifier = obj.get("customKeyIdentifier")
-    if identifier is not None and not _identifier_matches(identifier, sha1):
-        raise reader.error(entry, "customKeyIdentifier",
-                           "does not match the certificate's SHA-1 thumbprint "
-                           f"({sha1.hex().upper()})")
-    return KeyCredential(key_id=str(obj.get("keyId") or ""), certificate=certificate,
-                         sha1_thumbprint=sha1,
-                         sha256_thumbprint=certificate.fingerprint(hashes.SHA256()),
-                         display_name=obj.get("displayName"))
-
-
-def _parse_certificate(reader: _Reader, entry: str, text: str) -> x509.Certificate:
-    try:
-        if "-----BEGIN CERTIFICATE-----" in text:
-            return x509.load_pem_x509_certificate(text.encode())
-        return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error):
-        raise reader.error(entry, "key", "must be an X.509 certificate: base64 DER (as Graph "
-                           "returns it) or PEM text") from None
-
-
-def _identifier_matches(identifier: Any, sha1: bytes) -> bool:
-    """Graph shows customKeyIdentifier as base64 of the thumbprint; the portal shows hex."""
-    if not isinstance(identifier, str):
-        return False
-    if identifier.strip().upper() == sha1.hex().upper():
-        return True
-    try:
-        return base64.b64decode(identifier, validate=True) == sha1
-    except (ValueError, binascii.Error):
-        return False
-
-
-def _read_token_lifetimes(reader: _Reader, entry: str, obj: Mapping[str, Any]) -> dict[str, int]:
-    lifetimes = obj.get("tokenLifetimes", {})
-    if not isinstance(lifetimes, dict):
-        raise reader.error(entry, "tokenLifetimes", "must be an object of seconds")
-    for name, value in lifetimes.items():
-        if name not in TOKEN_LIFETIME_KEYS:
-            raise reader.error(entry, f"tokenLifetimes.{name}",
-                               f"unknown; expected one of {', '.join(TOKEN_LIFETIME_KEYS)}")
-        if isinstance(value, bool) or not isinstance(value, int) or not (
-                MIN_LIFETIME_SECONDS <= value <= MAX_LIFETIME_SECONDS):
-            raise reader.error(entry, f"tokenLifetimes.{name}",
-                               f"must be a whole number of seconds from {MIN_LIFETIME_SECONDS} "
-                               f"to {MAX_LIFETIME_SECONDS} (got {value!r})")
-    return dict(lifetimes)
-
-
-def _read_optional_claims(reader: _Reader, entry: str, obj: Mapping[str, Any]) -> frozenset[str]:
-    optional = obj.get("optionalClaims", {})
-    if not isinstance(optional, dict):
-        raise reader.error(entry, "optionalClaims", "must be an object (idToken, accessToken, ...)")
-    names = set()
-    for index, claim in enumerate(_list(reader, entry, optional, "idToken")):
-        name = claim.get("name") if isinstance(claim, dict) else None
-        if name not in SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS:
-            raise reader.error(entry, f"optionalClaims.idToken[{index}].name",
-                               f"must be one of {', '.join(SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS)} "
-                               f"(got {name!r})")
-        names.add(name)
-    return frozenset(names)
 
 
 def _require_unique(reader: _Reader, kind: str, values: list[tuple[str, str]]) -> None:

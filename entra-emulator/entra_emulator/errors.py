@@ -95,6 +95,13 @@ CATALOGUE: dict[str, tuple[int, str, int, str]] = {
         7000218, "invalid_client", 401,
         "The request body must contain the following parameter: 'client_assertion' or "
         "'client_secret'."),
+    # RFC 6749 §2.3: a client MUST NOT use more than one authentication method per request.
+    # Entra documents no answer to two; the code and text are inferred: 90100 is what Entra
+    # sends for a parameter it cannot use (InvalidRequestParameter).
+    "MultipleClientAuthenticationMethods": (
+        90100, "invalid_request", 400,
+        "The request uses more than one client authentication method ({methods}). Send "
+        "exactly one: client_secret, an Authorization: Basic header, or client_assertion."),
     "InvalidClientSecretExpiredKeysProvided": (
         7000222, "invalid_client", 401,
         "The provided client secret keys for app '{app_id}' are expired. Visit the Azure "
@@ -142,6 +149,48 @@ CATALOGUE: dict[str, tuple[int, str, int, str]] = {
         "The user or administrator has not consented to use the application with ID "
         "'{app_id}' named '{app_name}'. Send an interactive authorization request for this "
         "user and resource."),
+    # On-behalf-of (obo.py; entra-authorization.md §4.2). 50013's texts vary with the reason;
+    # the signature one is Entra's wire text, the others follow its pattern [inferred].
+    "InvalidAssertion": (50013, "invalid_grant", 400, "{reason}"),
+    "AssertionAudienceMismatch": (
+        500131, "invalid_grant", 400,
+        "Assertion audience does not match the Client app presenting the assertion. The "
+        "audience in the assertion was '{audience}' and the expected audience is '{app_id}' "
+        "or one of the Application Uris of this application with App ID '{app_id}'"
+        "({app_name}). The downstream client must request a token for the expected audience "
+        "(the application that made the OBO request) and this application should use that "
+        "token as the assertion."),
+    "AssertionNotWithinValidTimeRange": (
+        500133, "invalid_grant", 400,
+        "Assertion isn't within its valid time range. Ensure that the access token isn't "
+        "expired before using it for user assertion, or request a new token. Current time: "
+        "{now}, expiry time of assertion {expires}."),
+    # The `error` value is not documented; invalid_grant (the assertion is the grant) is
+    # [inferred].
+    "ApplicationOnBehalfOfNotAllowed": (
+        7000114, "invalid_grant", 400,
+        "Application '{app_id}' isn't allowed to make application on-behalf-of calls."),
+    # entra-authorization.md §3.2: an Admin-type permission a user may not consent to.
+    # The text is the one Entra sends with 90094.
+    "AdminConsentRequired": (
+        90094, "access_denied", 400, "The grant requires admin permission."),
+    # §1.2: appRoleAssignmentRequired without an assignment. The user's text is from a capture
+    # of Entra's error page; the application's from a capture of the token endpoint's answer,
+    # whose `error` value was not captured (invalid_grant is inferred).
+    "EntitlementGrantsNotFound": (
+        50105, "access_denied", 400,
+        "The signed in user '{upn}' is not assigned to a role for the application "
+        "'{app_id}'({app_name})."),
+    "EntitlementGrantsNotFoundApplication": (
+        50105, "invalid_grant", 400,
+        "Application '{client_id}' is not assigned to a role for the application "
+        "'{resource}'."),
+    # §3.1: a delegated token request naming two resources, as captured on the wire (28000).
+    # The documentation lists 700022 instead, which client credentials keep answering.
+    "MultipleResourcesInScope": (
+        28000, "invalid_scope", 400,
+        "Provided value for the input parameter scope is not valid because it contains more "
+        "than one resource. Scope {scope}"),
     "UserDeclinedConsent": (
         65004, "access_denied", 400, "User declined to consent to access the app."),
     "UserInformationNotProvided": (
@@ -196,6 +245,8 @@ CATALOGUE: dict[str, tuple[int, str, int, str]] = {
 # app to say what kind of interaction is needed.
 SUBERRORS: dict[str, str] = {
     "UserStrongAuthClientAuthNRequired": "basic_action",
+    # §3.4: a silent request without consent (MSAL copies it into `classification`).
+    "DelegationDoesNotExist": "consent_required",
 }
 
 

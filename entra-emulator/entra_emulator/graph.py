@@ -251,7 +251,9 @@ def require_delegated_user_read(claims: Mapping[str, Any]) -> None:
                          "Insufficient privileges to complete the operation.")
 
 
-def authenticated_claims(state: EmulatorState) -> dict[str, Any]:
+def authenticated_claims(state: EmulatorState, *, user_read: bool = True) -> dict[str, Any]:
+    """The bearer token's claims, checked; `user_read=False` leaves the permission check to
+    the caller (graph_membership.py's calls accept other permissions too)."""
     token = bearer_token_from(request.headers.get("Authorization"))
     header = token_header(token)
     key = signing_key_for(state, header)
@@ -260,7 +262,8 @@ def authenticated_claims(state: EmulatorState) -> dict[str, Any]:
         # Issued from a code that was then redeemed twice (RFC 6749 §4.1.2).
         raise _unauthorized("Access token validation failure.")
     require_tenant(state, claims)
-    require_delegated_user_read(claims)
+    if user_read:
+        require_delegated_user_read(claims)
     return claims
 
 
@@ -466,7 +469,9 @@ def me_photo_value() -> Response:
 
 
 # The resources this Graph serves, for naming the first segment it does not know.
-_SERVED_SEGMENTS: dict[str, dict] = {"me": {"photo": {"$value": {}}}}
+_SERVED_SEGMENTS: dict[str, dict] = {"me": {
+    "photo": {"$value": {}}, "getMemberGroups": {}, "getMemberObjects": {}, "memberOf": {},
+    "transitiveMemberOf": {}}}
 
 
 def first_unknown_segment(path: str) -> str | None:

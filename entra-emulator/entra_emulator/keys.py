@@ -118,7 +118,9 @@ class KeyStore:
     """The published signing keys (newest last) and the current one. Thread-safe."""
 
     def __init__(self, state_dir: str | Path) -> None:
+        ensure_private_dir(Path(state_dir))
         self._path = Path(state_dir) / KEYS_FILE
+        make_private(self._path)
         self._lock = threading.Lock()
         self._unpublished: SigningKey | None = None
         loaded = self._load()
@@ -185,9 +187,27 @@ class KeyStore:
         write_private_file(self._path, json.dumps(document, indent=1))
 
 
+def ensure_private_dir(path: Path) -> None:
+    """The state folder holds private keys and consents: make it (0700), or take group and
+    other access away from it when it is ours already (as ssh does for ~/.ssh)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.stat()
+    if status.st_mode & 0o077 and status.st_uid == os.getuid():
+        path.chmod(0o700)
+
+
+def make_private(path: Path) -> None:
+    """Take group and other access away from a file the emulator wrote before (an older
+    version wrote its certificates 0644)."""
+    if path.is_file() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
 def write_private_file(path: Path, text: str) -> None:
-    """Write atomically, readable by the owner only (the file may hold private keys)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically, readable by the owner only (the file may hold private keys or the
+    client secret)."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:

@@ -24,6 +24,7 @@ from entra_emulator.context import EXTENSION_KEY
 from entra_emulator.directory import Directory, load_directory
 from entra_emulator.http_server import PortInUseError as PortInUseError  # callers import it here
 from entra_emulator.http_server import listen
+from entra_emulator.keys import ensure_private_dir, write_private_file
 from entra_emulator.state import EmulatorState
 from entra_emulator.tls import TlsFiles, ensure_tls_files
 
@@ -83,6 +84,7 @@ class EmulatorServer:
             return self
         directory = self._directory_source if isinstance(self._directory_source, Directory) \
             else load_directory(self._directory_source)
+        ensure_private_dir(self.state_dir)   # keys, CA key, consents: owner-only
         self.tls = ensure_tls_files(self.state_dir, hosts=(self.host,))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.server_cert, self.tls.server_key)
@@ -239,9 +241,10 @@ def env_settings(emulator: EmulatorServer) -> dict[str, str]:
 
 
 def write_env_file(path: str | Path, settings: dict[str, str]) -> None:
+    """Owner-only (0600), written atomically: it holds the client secret."""
     lines = ["# Written by entra_emulator: point the web app at the local emulator."]
     lines += [f'{name}="{value}"' for name, value in settings.items()]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_private_file(Path(path), "\n".join(lines) + "\n")
 
 
 def describe(emulator: EmulatorServer, settings: dict[str, str]) -> str:

@@ -1,5 +1,6 @@
 """What the emulator remembers: codes, refresh tokens, SSO sessions, sign-ins in progress
-(in memory) and consents (in the state folder, so they survive a restart).
+(in memory) and consents (in the state folder, so they survive a restart). Every in-memory
+store is bounded by its records' lifetimes and purged as they expire.
 
 Every store is thread-safe: werkzeug serves each request on its own thread.
 """
@@ -9,25 +10,29 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import secrets
 import ssl
 import threading
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entra_emulator.directory import Directory, User
+from entra_emulator.directory import Directory
 from entra_emulator.keys import KeyStore, b64url, write_private_file
+
+# The browser-facing stores (SSO sessions, sign-ins in progress) live in signin_state.py and
+# are imported from here as before.
+from entra_emulator.signin_state import PendingSignIn as PendingSignIn
+from entra_emulator.signin_state import PendingStore as PendingStore
+from entra_emulator.signin_state import Session as Session
+from entra_emulator.signin_state import SessionStore as SessionStore
 
 CODE_LIFETIME_SECONDS = 600            # Entra: "about 10 minutes"
 # Entra's refresh tokens live 90 days (sliding 24 h for SPAs); we use the 90 days.
 REFRESH_TOKEN_LIFETIME_SECONDS = 90 * 24 * 3600
 ID_TOKEN_LIFETIME_SECONDS = 3900       # 65 minutes, as seen on real v2 ID tokens
 ACCESS_TOKEN_LIFETIME_RANGE = (3600, 5400)
-PENDING_SIGN_IN_LIFETIME_SECONDS = 3600
 # How long a redeemed or expired code is remembered, so reuse is told apart from garbage.
 SPENT_CODE_MEMORY_SECONDS = 3600
 
@@ -86,98 +91,6 @@ class ExpiryQueue:
         while self._heap and self._heap[0][0] < now:
             expired.append(heapq.heappop(self._heap)[1])
         return expired
-
-
-# ---------------------------------------------------------------------------------------------
-# SSO sessions (the browser's cookie)
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Session:
-    sid: str              # the `sid` claim
-    session_state: str    # the `session_state` redirect parameter
-    user_id: str
-    auth_time: int
-
-
-class SessionStore:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sessions: dict[str, Session] = {}
-
-    def create(self, user: User, auth_time: int) -> tuple[str, Session]:
-        """A new session; returns (cookie value, session)."""
-        cookie = secrets.token_urlsafe(32)
-        session = Session(sid=str(uuid.uuid4()), session_state=str(uuid.uuid4()),
-                          user_id=user.id, auth_time=auth_time)
-        with self._lock:
-            self._sessions[_digest(cookie)] = session
-        return cookie, session
-
-    def get(self, cookie: str | None) -> Session | None:
-        if not cookie:
-            return None
-        with self._lock:
-            return self._sessions.get(_digest(cookie))
-
-    def end(self, cookie: str | None) -> Session | None:
-        if not cookie:
-            return None
-        with self._lock:
-            return self._sessions.pop(_digest(cookie), None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sign-ins in progress (the `ctx` hidden field of the sign-in and consent forms)
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PendingSignIn:
-    ctx: str
-    request: Any                         # authorize.AuthorizationRequest
-    created_at: float
-    signed_in_session: str | None = None   # sid of a sign-in completed during this flow
-    consent_for_session: str | None = None  # sid the consent page was shown to
-    consented: bool = False
-
-
-class PendingStore:
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._pending: dict[str, PendingSignIn] = {}
-
-    def start(self, request: Any) -> PendingSignIn:
-        pending = PendingSignIn(ctx=secrets.token_urlsafe(32), request=request,
-                                created_at=self._clock.now())
-        with self._lock:
-            self._purge()
-            self._pending[pending.ctx] = pending
-        return pending
-
-    def get(self, ctx: str | None) -> PendingSignIn | None:
-        with self._lock:
-            pending = self._pending.get(ctx or "")
-        if pending is None or self._expired(pending):
-            return None
-        return pending
-
-    def update(self, pending: PendingSignIn, **changes: Any) -> PendingSignIn:
-        updated = replace(pending, **changes)
-        with self._lock:
-            self._pending[pending.ctx] = updated
-        return updated
-
-    def finish(self, ctx: str) -> None:
-        with self._lock:
-            self._pending.pop(ctx, None)
-
-    def _expired(self, pending: PendingSignIn) -> bool:
-        return self._clock.now() - pending.created_at > PENDING_SIGN_IN_LIFETIME_SECONDS
-
-    def _purge(self) -> None:
-        for ctx in [c for c, p in self._pending.items() if self._expired(p)]:
-            del self._pending[ctx]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,8 +178,11 @@ class RefreshTokenStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._grants: dict[str, RefreshGrant] = {}
-        self._revoked_families: set[str] = set()
+        # Revoked family -> when its last grant expires; the revocation is forgotten then (a
+        # token past that is unknown anyway).
+        self._revoked_families: dict[str, float] = {}
         self._expiry = ExpiryQueue()
+        self._forget_revoked = ExpiryQueue()
 
     def issue(self, grant: RefreshGrant) -> str:
         token = opaque_token("1.A")
@@ -275,6 +191,9 @@ class RefreshTokenStore:
             self._purge()
             self._grants[key] = grant
             self._expiry.add(grant.expires_at, key)
+            if grant.expires_at > self._revoked_families.get(grant.family, grant.expires_at):
+                # Issued by a refresh that raced its family's revocation: remember it longer.
+                self._remember_revoked(grant.family, grant.expires_at)
         return token
 
     def find(self, token: str) -> RefreshGrant | None:
@@ -293,15 +212,66 @@ class RefreshTokenStore:
 
     def revoke_family(self, family: str) -> None:
         with self._lock:
-            self._revoked_families.add(family)
+            self._purge()
+            # Rare (a token came back twice), so scanning the grants for the family is fine.
+            last = max((g.expires_at for g in self._grants.values() if g.family == family),
+                       default=self._clock.now())
+            self._remember_revoked(family, last)
 
     def is_revoked(self, family: str) -> bool:
         with self._lock:
             return family in self._revoked_families
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._grants)
+
+    def _remember_revoked(self, family: str, until: float) -> None:
+        self._revoked_families[family] = max(until, self._revoked_families.get(family, until))
+        self._forget_revoked.add(self._revoked_families[family], family)
+
     def _purge(self) -> None:
-        for key in self._expiry.pop_expired(self._clock.now()):
+        now = self._clock.now()
+        for key in self._expiry.pop_expired(now):
             del self._grants[key]
+        for family in self._forget_revoked.pop_expired(now):
+            # A family revoked again later has a later entry in the queue: keep it till then.
+            if self._revoked_families.get(family, now) < now:
+                del self._revoked_families[family]
+
+
+class RevokedAccessTokens:
+    """`uti`s of revoked access tokens, each remembered until no token it names can still be
+    valid: Entra's configurable access token lifetime is at most 1 day."""
+
+    MEMORY_SECONDS = 24 * 3600
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._utis: set[str] = set()
+        self._forget = ExpiryQueue()
+
+    def update(self, utis: Iterable[str]) -> None:
+        now = self._clock.now()
+        with self._lock:
+            self._purge(now)
+            for uti in utis:
+                self._utis.add(uti)
+                self._forget.add(now + self.MEMORY_SECONDS, uti)
+
+    def __contains__(self, uti: object) -> bool:
+        with self._lock:
+            self._purge(self._clock.now())
+            return uti in self._utis
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._utis)
+
+    def _purge(self, now: float) -> None:
+        for uti in self._forget.pop_expired(now):
+            self._utis.discard(uti)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +335,10 @@ class EmulatorState:
     refresh_tokens: RefreshTokenStore
     consents: ConsentStore
     # `uti`s of access tokens revoked because their authorization code was used twice.
-    revoked_access_tokens: set[str] = field(default_factory=set)
+    revoked_access_tokens: RevokedAccessTokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.revoked_access_tokens = RevokedAccessTokens(self.clock)
 
     def now(self) -> int:
         return int(self.clock.now())

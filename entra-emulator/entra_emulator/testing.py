@@ -111,7 +111,10 @@ class EntraEmulator:
         self._initial_directory = copy.deepcopy(directory)
         self._directory = copy.deepcopy(directory)
         self._source = source
+        self._initial_parsed = server.state.directory  # immutable: reused by every reset
         self._initial_files = {name: _read(server.state_dir / name) for name in RESET_FILES}
+        self._file_stats = {name: _stat(server.state_dir / name) for name in RESET_FILES}
+        self._directory_changed = False
         self.faults = Faults(server)
         self.defects = Defects(server)
         self.clock = TestClock(server)
@@ -187,6 +190,7 @@ class EntraEmulator:
         # Checked as at start: a malformed entry raises DirectoryError naming the field.
         self.server.state.directory = parse_directory(document, self._source)
         self._directory = document
+        self._directory_changed = True
 
     # -- isolation -----------------------------------------------------------------------------
 
@@ -195,15 +199,20 @@ class EntraEmulator:
         faults, defects, the clock, the directory and the signing keys."""
         for name, content in self._initial_files.items():
             path = self.server.state_dir / name
+            if _stat(path) == self._file_stats.get(name):
+                continue  # untouched since the last reset (most tests): no write
             if content is None:
                 path.unlink(missing_ok=True)
             else:
                 path.write_bytes(content)
-        self._directory = copy.deepcopy(self._initial_directory)
+            self._file_stats[name] = _stat(path)
+        if self._directory_changed:
+            self._directory = copy.deepcopy(self._initial_directory)
+            self._directory_changed = False
         app = self.server.app
         assert app is not None
         app.extensions[EXTENSION_KEY] = build_state(EmulatorConfig(
-            directory=parse_directory(self._directory, self._source),
+            directory=self._initial_parsed,
             state_dir=self.server.state_dir, https_base=self.https_base,
             http_base=self.http_base,
             authorization_response_iss=self.server.authorization_response_iss))
@@ -239,6 +248,16 @@ def _directory_document(directory: dict[str, Any] | str | Path | None
         return copy.deepcopy(directory), DEFAULT_DIRECTORY
     path = Path(directory) if directory is not None else DEFAULT_DIRECTORY
     return json.loads(path.read_text(encoding="utf-8")), path
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """Enough to tell a file was rewritten (the emulator replaces its files atomically, so a
+    rewrite is a new inode)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _read(path: Path) -> bytes | None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from entra_emulator.keys import write_private_file
+from entra_emulator.keys import ensure_private_dir, make_private, write_private_file
 
 CA_NAME = "Entra Emulator Local CA"
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -43,6 +43,11 @@ def ensure_tls_files(state_dir: str | Path, hosts: tuple[str, ...] = DEFAULT_HOS
                      server_cert=folder / "server.pem", server_key=folder / "server-key.pem",
                      ca_bundle=folder / "ca-bundle.pem")
     wanted_hosts = tuple(dict.fromkeys((*DEFAULT_HOSTS, *hosts)))
+    # Owner-only, like the rest of the state folder: the folder 0700, every file 0600.
+    ensure_private_dir(folder)
+    for path in (files.ca_cert, files.ca_key, files.server_cert, files.server_key,
+                 files.ca_bundle):
+        make_private(path)
     ca_key, ca_cert = _load_or_create_ca(files)
     if not _server_certificate_usable(files, ca_cert, wanted_hosts):
         _create_server_certificate(files, ca_key, ca_cert, wanted_hosts)
@@ -78,7 +83,7 @@ def _load_or_create_ca(files: TlsFiles) -> tuple[ec.EllipticCurvePrivateKey, x50
                            critical=False)
             .sign(key, hashes.SHA256()))
     write_private_file(files.ca_key, _private_pem(key))
-    files.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private_file(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM).decode())
     # A new CA invalidates any server certificate signed by an old one.
     files.server_cert.unlink(missing_ok=True)
     return key, cert
@@ -129,13 +134,14 @@ def _create_server_certificate(files: TlsFiles, ca_key: ec.EllipticCurvePrivateK
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     write_private_file(files.server_key, _private_pem(key))
-    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private_file(files.server_cert,
+                       cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
 def _write_ca_bundle(files: TlsFiles) -> None:
     bundle = files.ca_cert.read_text() + "\n" + Path(certifi.where()).read_text()
     if not files.ca_bundle.is_file() or files.ca_bundle.read_text() != bundle:
-        files.ca_bundle.write_text(bundle)
+        write_private_file(files.ca_bundle, bundle)
 
 
 def _private_pem(key: ec.EllipticCurvePrivateKey) -> str:

@@ -1,9 +1,12 @@
 """`/{tenant}/oauth2/v2.0/token`: the authorization code, refresh token and client credentials
-grants, with client authentication by secret (post or basic) or certificate (private_key_jwt).
+grants, with client authentication by secret (post or basic) or certificate (private_key_jwt,
+see client_auth.py).
 
 Checks run in Entra's order: the tenant, the grant type, the client, then the grant's own
 material — a malformed code or refresh token is refused (9002313) before the client's
-credential is looked at — then client authentication, then the grant's bindings. Errors are
+credential is looked at — then client authentication, then the grant's bindings. Every
+parameter is checked before a code or refresh token is spent, so a refused request leaves it
+usable. Errors are
 Entra's JSON body with Entra's HTTP status (see errors.py); why these checks are hand-written
 rather than Authlib's is explained in authorize.py.
 """
@@ -11,25 +14,20 @@ rather than Authlib's is explained in authorize.py.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
-import json
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
-from urllib.parse import unquote_plus
 
-import jwt
 from flask import Blueprint, Response, request
 
+from entra_emulator.api_tokens import api_app_claims, api_user_claims, sign_api_token
 from entra_emulator.claims import (
-    CLIENT_AUTH_CERTIFICATE,
-    CLIENT_AUTH_SECRET,
     access_token_lifetime,
     app_access_token_claims,
+    client_capabilities,
     client_info,
     id_token_claims,
     refresh_token_lifetime,
@@ -37,155 +35,33 @@ from entra_emulator.claims import (
     sign_id_token,
     user_access_token_claims,
 )
+from entra_emulator.client_auth import (
+    TokenRequest,
+    authenticate_client,
+    basic_credentials,
+    refuse_two_methods,
+    requested_client_id,
+    required,
+)
+from entra_emulator.consent import expand, held_permissions
 from entra_emulator.context import current_state, tenant_id_for
 from entra_emulator.directory import Application, User
 from entra_emulator.errors import EntraError, entra_error, error_json_response, json_response
+from entra_emulator.roles_groups import client_roles, merge_claims, user_authorization_claims
 from entra_emulator.scopes import (
-    GRAPH_RESOURCE_ALIASES,
-    granted_permissions,
+    GRAPH,
+    GRAPH_APP_ID,
+    Resource,
+    key_resource_id,
     parse_scopes,
+    resolve_resource,
+    resources_of,
     response_scope,
     split_scope_string,
 )
 from entra_emulator.state import EmulatorState, RefreshGrant
 
 bp = Blueprint("token", __name__)
-
-JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-# Entra (Microsoft.IdentityModel) tolerates five minutes of clock skew on assertions.
-ASSERTION_CLOCK_SKEW_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    params: Mapping[str, str]
-    tenant_segment: str
-    tenant_id: str
-    app: Application
-
-    def required(self, name: str) -> str:
-        return required(self.params, name)
-
-
-def required(params: Mapping[str, str], name: str) -> str:
-    value = params.get(name, "")
-    if not value.strip():
-        raise entra_error("MissingRequiredParameter", name=name)
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
-# Client authentication
-# ---------------------------------------------------------------------------------------------
-
-def basic_credentials() -> tuple[str, str] | None:
-    """client_secret_basic: base64(urlencode(id) ":" urlencode(secret)) (RFC 6749 §2.3.1)."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not value:
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise entra_error("InvalidRequestParameter", name="Authorization") from None
-    client_id, colon, secret = decoded.partition(":")
-    if not colon:
-        raise entra_error("InvalidRequestParameter", name="Authorization")
-    return unquote_plus(client_id), unquote_plus(secret)
-
-
-def requested_client_id(params: Mapping[str, str], basic: tuple[str, str] | None) -> str:
-    client_id = params.get("client_id", "").strip()
-    if basic is not None:
-        if client_id and client_id.lower() != basic[0].strip().lower():
-            raise entra_error("InvalidRequestParameter", name="client_id")
-        client_id = client_id or basic[0].strip()
-    if not client_id:
-        raise entra_error("MissingRequiredParameter", name="client_id")
-    return client_id
-
-
-def authenticate_client(req: TokenRequest, basic: tuple[str, str] | None) -> str:
-    """Verify the client's credential; returns how it authenticated (appidacr)."""
-    assertion = req.params.get("client_assertion")
-    if assertion:
-        verify_client_assertion(req, assertion)
-        return CLIENT_AUTH_CERTIFICATE
-    secret = req.params.get("client_secret") or (basic[1] if basic else "")
-    if not secret:
-        raise entra_error("MissingClientCredential")
-    verify_client_secret(req.app, secret)
-    return CLIENT_AUTH_SECRET
-
-
-def verify_client_secret(app: Application, secret: str) -> None:
-    for credential in app.password_credentials:
-        if hmac.compare_digest(credential.secret_text.encode(), secret.encode()):
-            if credential.end is not None and credential.end < datetime.now(UTC):
-                raise entra_error("InvalidClientSecretExpiredKeysProvided", app_id=app.app_id)
-            return
-    raise entra_error("InvalidClientSecret", app_id=app.app_id)
-
-
-def _thumbprint(header: Mapping[str, Any], name: str) -> bytes | None:
-    value = header.get(name)
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def assertion_audiences(req: TokenRequest) -> list[str]:
-    """The token endpoint URLs an assertion may name as its audience."""
-    base = current_state().https_base
-    segments = dict.fromkeys([req.tenant_segment, req.tenant_id,
-                              current_state().directory.tenant.default_domain])
-    return [f"{base}/{segment}/oauth2/{path}" for segment in segments
-            for path in ("v2.0/token", "token")]
-
-
-def verify_client_assertion(req: TokenRequest, assertion: str) -> None:
-    """private_key_jwt with a registered certificate: PS256 + x5t#S256 or RS256 + x5t, as
-    MSAL sends them (entra-protocol.md §1.3)."""
-    if req.params.get("client_assertion_type") != JWT_BEARER_ASSERTION:
-        raise entra_error("InvalidRequestParameter", name="client_assertion_type")
-    try:
-        header = jwt.get_unverified_header(assertion)
-    except jwt.PyJWTError as problem:
-        raise entra_error("InvalidJwtToken", reason=str(problem)) from None
-    algorithm = header.get("alg")
-    if algorithm not in ("PS256", "RS256"):
-        raise entra_error("ClientAssertionInvalid",
-                          reason=f"The client assertion's algorithm {algorithm!r} is not "
-                                 "supported; use PS256 or RS256.")
-    sha256, sha1 = _thumbprint(header, "x5t#S256"), _thumbprint(header, "x5t")
-    credential = req.app.key_credential_for(sha1=sha1, sha256=sha256)
-    if credential is None:
-        used = (sha256 or sha1 or b"").hex().upper()
-        raise entra_error("ClientAssertionInvalid", reason=(
-            "The certificate with identifier used to sign the client assertion is not "
-            f"registered on application. [Reason - The key was not found., Thumbprint of key "
-            f"used by client: '{used}', Please visit the Azure Portal, Graph Explorer or "
-            "directly use MS Graph to see configured keys for app Id "
-            f"'{req.app.app_id}'. Review the documentation at https://aka.ms/certCreds.]"))
-    try:
-        claims = jwt.decode(assertion, credential.certificate.public_key(),
-                            algorithms=[algorithm], audience=assertion_audiences(req),
-                            leeway=ASSERTION_CLOCK_SKEW_SECONDS,
-                            options={"require": ["aud", "exp", "iss", "sub"]})
-    except jwt.InvalidSignatureError:
-        raise entra_error("ClientAssertionInvalid",
-                          reason="Client assertion failed signature validation.") from None
-    except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
-        raise entra_error("ClientAssertionNotInValidTimeRange") from None
-    except jwt.InvalidAudienceError:
-        raise entra_error("ClientAssertionAudienceMismatch") from None
-    except jwt.PyJWTError as problem:
-        raise entra_error("InvalidJwtToken", reason=str(problem)) from None
-    if str(claims["iss"]).lower() != req.app.app_id or str(claims["sub"]).lower() != \
-            req.app.app_id:
-        raise entra_error("ClientAssertionAppIdMismatch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,52 +82,74 @@ class UserGrant:
     family: str
 
 
+@dataclass(frozen=True)
+class Requested:
+    """What a code or refresh token request asks for."""
+
+    scope: str                  # the response's `scope`
+    permissions: frozenset[str]
+    resource: Resource          # Graph when only OIDC scopes are named
+    named_as: str               # the resource as the request named it (a v1 token's `aud`)
+
+
 def requested_permissions(req: TokenRequest, grant_scope: str | None,
-                          granted: frozenset[str]) -> tuple[str, frozenset[str]]:
+                          granted: frozenset[str]) -> Requested:
     """The request's scope string (its own, else the grant's) and the permissions it names,
-    which must be within what the user granted."""
-    scope = req.params.get("scope") or grant_scope or " ".join(sorted(granted))
-    scopes = parse_scopes(scope, current_state().directory.tenant.display_name)
-    permissions = frozenset(granted_permissions(scopes))
+    which must be within what the user granted, on one resource."""
+    scope = req.params.get("scope") or grant_scope or _one_resource(granted)
+    scopes = parse_scopes(scope, current_state().directory)
+    resources = resources_of(scopes)
+    if len(resources) > 1:
+        # entra-authorization.md §3.1: one resource per token request. Refused with the wire
+        # capture's AADSTS28000 (the docs' 700022 stays for client credentials).
+        raise entra_error("MultipleResourcesInScope",
+                          scope=" ".join(s.requested for s in scopes if s.resource))
+    permissions = expand(scopes, req.app, granted)
     if not permissions <= granted | {"offline_access"}:
         raise entra_error("DelegationDoesNotExist", app_id=req.app.app_id,
                           app_name=req.app.display_name)
-    return response_scope(scopes, granted), permissions
+    named = next((s for s in scopes if s.resource is not None), None)
+    return Requested(scope=response_scope(scopes, granted), permissions=permissions,
+                     resource=resources[0] if resources else GRAPH,
+                     named_as=named.requested.rpartition("/")[0] if named else "")
 
 
-def client_capabilities(params: Mapping[str, str]) -> list[str] | None:
-    """MSAL's `claims` request {"access_token":{"xms_cc":{"values":["cp1"]}}} → `xms_cc`."""
-    raw = params.get("claims")
-    if not raw:
-        return None
-    try:
-        claims = json.loads(raw)
-    except ValueError:
-        raise entra_error("InvalidRequestParameter", name="claims") from None
-    if not isinstance(claims, dict):
-        raise entra_error("InvalidRequestParameter", name="claims")
-    xms_cc = (claims.get("access_token") or {}).get("xms_cc") if isinstance(
-        claims.get("access_token"), dict) else None
-    values = xms_cc.get("values") if isinstance(xms_cc, dict) else None
-    return [str(v) for v in values] if isinstance(values, list) else None
+def _one_resource(granted: frozenset[str]) -> str:
+    """A scope string for a request that sent none: the grant's OIDC scopes and permissions on
+    one resource (Graph's when it has some)."""
+    resources = {key_resource_id(key) for key in granted} - {None}
+    chosen = GRAPH_APP_ID if GRAPH_APP_ID in resources or not resources else min(resources)
+    return " ".join(sorted(key for key in granted
+                           if key_resource_id(key) in (None, chosen)))
 
 
-def issue_user_tokens(req: TokenRequest, grant: UserGrant, *, scope: str,
-                      permissions: frozenset[str], nonce: str | None, client_auth: str,
+def issue_user_tokens(req: TokenRequest, grant: UserGrant, requested: Requested, *,
+                      nonce: str | None, client_auth: str,
                       with_refresh_token: bool) -> tuple[dict[str, Any], str]:
     """The token response body (Entra's key order) and the access token's `uti`."""
     state = current_state()
     lifetime = access_token_lifetime(grant.app)
-    access_claims = user_access_token_claims(
-        state, app=grant.app, user=grant.user, tenant_id=grant.tenant_id,
-        permissions=grant.granted, sid=grant.sid, lifetime=lifetime, client_auth=client_auth,
-        ip_address=request.remote_addr, client_capabilities=client_capabilities(req.params))
+    resource = requested.resource
+    if resource.app_id == GRAPH_APP_ID:
+        access_claims = user_access_token_claims(
+            state, app=grant.app, user=grant.user, tenant_id=grant.tenant_id,
+            permissions=grant.granted, sid=grant.sid, lifetime=lifetime,
+            client_auth=client_auth, ip_address=request.remote_addr,
+            client_capabilities=req.client_capabilities)
+        access_token = sign_access_token(state, access_claims)
+    else:
+        access_claims = api_user_claims(
+            state, client=grant.app, resource=resource, requested_resource=requested.named_as,
+            user=grant.user, tenant_id=grant.tenant_id, permissions=grant.granted,
+            sid=grant.sid, lifetime=lifetime, client_auth=client_auth,
+            ip_address=request.remote_addr, client_capabilities=req.client_capabilities)
+        access_token = sign_api_token(state, resource, access_claims)
     body: dict[str, Any] = {
         "token_type": "Bearer",
-        "scope": scope,
+        "scope": requested.scope,
         "expires_in": lifetime,
         "ext_expires_in": lifetime,
-        "access_token": sign_access_token(state, access_claims),
+        "access_token": access_token,
     }
     if with_refresh_token:
         now = state.clock.now()
@@ -260,11 +158,14 @@ def issue_user_tokens(req: TokenRequest, grant: UserGrant, *, scope: str,
             tenant_id=grant.tenant_id, granted=grant.granted, sid=grant.sid,
             auth_time=grant.auth_time, include_auth_time=grant.include_auth_time,
             issued_at=now, expires_at=now + refresh_token_lifetime(grant.app)))
-    if "openid" in permissions:
+    if "openid" in requested.permissions:
         claims = id_token_claims(
             state, app=grant.app, user=grant.user, tenant_id=grant.tenant_id,
             permissions=grant.granted, sid=grant.sid, nonce=nonce,
             auth_time=grant.auth_time if grant.include_auth_time else None)
+        # roles and groups about the client: its app roles, its groupMembershipClaims (§2.1).
+        claims = merge_claims(claims, user_authorization_claims(
+            state.directory, grant.app, grant.user, grant.tenant_id))
         body["id_token"] = sign_id_token(state, grant.app, claims)
     if req.params.get("client_info") == "1":
         body["client_info"] = client_info(grant.user, grant.tenant_id)
@@ -315,6 +216,12 @@ def authorization_code_grant(req: TokenRequest, basic: tuple[str, str] | None) -
                           code_redirect_uri=record.redirect_uri)
     verify_code_verifier(req.params.get("code_verifier"), record.code_challenge,
                          record.code_challenge_method)
+    requested: Requested | None = None
+    try:   # before the code is spent: a request refused for its scope leaves it usable
+        requested = requested_permissions(req, record.scope, record.granted)
+    except EntraError:
+        if not record.redeemed:
+            raise   # a reuse is answered (and punished) just below
     record, first_use = state.codes.redeem(code)
     if record is None:   # forgotten meanwhile (long expired)
         raise entra_error("MalformedRequest")
@@ -326,15 +233,15 @@ def authorization_code_grant(req: TokenRequest, basic: tuple[str, str] | None) -
         raise entra_error("CodeAlreadyRedeemed")
     if state.clock.now() > record.expires_at:
         raise entra_error("ExpiredOrRevokedGrant")
-    scope, permissions = requested_permissions(req, record.scope, record.granted)
     grant = UserGrant(app=req.app, user=_user_of(record.user_id), tenant_id=record.tenant_id,
                       granted=record.granted, sid=record.sid, auth_time=record.auth_time,
                       include_auth_time=record.include_auth_time, family=str(uuid.uuid4()))
     # Recorded before the tokens exist, so a concurrent reuse cannot miss the family.
     record.issued_families.append(grant.family)
+    assert requested is not None   # only a reuse (refused above) gets here without one
     body, uti = issue_user_tokens(
-        req, grant, scope=scope, permissions=permissions, nonce=record.nonce,
-        client_auth=client_auth, with_refresh_token="offline_access" in record.granted)
+        req, grant, requested, nonce=record.nonce, client_auth=client_auth,
+        with_refresh_token="offline_access" in record.granted)
     record.issued_access_tokens.append(uti)
     return body
 
@@ -369,8 +276,9 @@ def refresh_token_grant(req: TokenRequest, basic: tuple[str, str] | None) -> dic
     # Entra's refresh tokens are not bound to the scopes of the sign-in they came from: any
     # scope the user has consented to for the app may be asked for (entra-protocol.md §1.3).
     # The quickstart relies on it: it signs in with OIDC scopes, then refreshes for User.Read.
-    granted = found.granted | state.consents.granted(found.user_id, req.app.app_id)
-    scope, permissions = requested_permissions(req, None, granted)
+    # Administrators' grants (the directory's oauth2PermissionGrants) count as consent too.
+    granted = found.granted | held_permissions(req.app.app_id, found.user_id)
+    requested = requested_permissions(req, _one_resource(found.granted), granted)
     record, usable = state.refresh_tokens.use(token)  # atomic: of two concurrent uses, one wins
     if record is None:   # forgotten meanwhile (expired)
         raise entra_error("MalformedRequest")
@@ -379,8 +287,8 @@ def refresh_token_grant(req: TokenRequest, basic: tuple[str, str] | None) -> dic
     grant = UserGrant(app=req.app, user=_user_of(record.user_id), tenant_id=record.tenant_id,
                       granted=granted, sid=record.sid, auth_time=record.auth_time,
                       include_auth_time=record.include_auth_time, family=record.family)
-    body, _ = issue_user_tokens(req, grant, scope=scope, permissions=permissions, nonce=None,
-                                client_auth=client_auth, with_refresh_token=True)
+    body, _ = issue_user_tokens(req, grant, requested, nonce=None, client_auth=client_auth,
+                                with_refresh_token=True)
     return body
 
 
@@ -388,23 +296,35 @@ def client_credentials_grant(req: TokenRequest, basic: tuple[str, str] | None) -
     state = current_state()
     client_auth = authenticate_client(req, basic)
     scopes = split_scope_string(req.required("scope"))
-    resources: set[str] = set()
+    resource: Resource | None = None
     for scope in scopes:
-        resource, slash, name = scope.rpartition("/")
+        named, slash, name = scope.rpartition("/")
         if not slash or name != ".default":
             raise entra_error("ClientCredentialsScopeWithoutDefault", scope=scope)
-        if resource.rstrip("/").lower() not in GRAPH_RESOURCE_ALIASES:
-            raise entra_error("InvalidResourceServicePrincipalNotFound", resource=resource,
-                              tenant_name=state.directory.tenant.display_name)
-        resources.add(resource.rstrip("/").lower())
+        resource, _ = resolve_resource(state.directory, scope)
     if len(scopes) > 1:
         raise entra_error("InvalidMultipleResourcesScope", scope=" ".join(scopes))
+    if resource is None:
+        raise entra_error("MissingRequiredParameter", name="scope")
     lifetime = access_token_lifetime(req.app)
-    claims = app_access_token_claims(state, app=req.app, tenant_id=req.tenant_id,
-                                     lifetime=lifetime, client_auth=client_auth)
+    if resource.app_id == GRAPH_APP_ID:
+        claims = app_access_token_claims(state, app=req.app, tenant_id=req.tenant_id,
+                                         lifetime=lifetime, client_auth=client_auth)
+        roles = client_roles(state.directory, GRAPH, req.app.app_id)
+        access_token = sign_access_token(state, merge_claims(
+            claims, {"roles": roles} if roles else {}))
+    else:
+        principal = state.directory.service_principal_for(resource.app_id)
+        if principal.app_role_assignment_required and not state.directory.client_is_assigned(
+                resource.app_id, req.app.app_id):
+            raise entra_error("EntitlementGrantsNotFoundApplication", client_id=req.app.app_id,
+                              resource=named)
+        access_token = sign_api_token(state, resource, api_app_claims(
+            state, client=req.app, resource=resource, requested_resource=named,
+            tenant_id=req.tenant_id, lifetime=lifetime, client_auth=client_auth))
     # No scope, refresh_token or id_token here, as Entra answers this grant.
     return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
-            "access_token": sign_access_token(state, claims)}
+            "access_token": access_token}
 
 
 GRANTS = {
@@ -430,12 +350,14 @@ def handle_token_request(tenant_segment: str) -> dict[str, Any]:
     if grant is None:
         raise entra_error("UnsupportedGrantType", grant_type=grant_type)
     basic = basic_credentials()
+    refuse_two_methods(params, basic)
     client_id = requested_client_id(params, basic)
     app = current_state().directory.application(client_id)
     if app is None:
         raise entra_error("UnauthorizedClient_DoesNotMatchRequest", app_id=client_id,
                           tenant=tenant_segment)
-    return grant(TokenRequest(params, tenant_segment, tenant_id, app), basic)
+    return grant(TokenRequest(params, tenant_segment, tenant_id, app,
+                              client_capabilities=client_capabilities(params)), basic)
 
 
 @bp.route("/<tenant>/oauth2/v2.0/token", methods=["GET", "POST"])

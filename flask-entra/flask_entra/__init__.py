@@ -47,7 +47,7 @@ from flask import (
 from flask import session as flask_session  # `session` names this package's module too
 from flask.typing import ResponseReturnValue
 
-from . import views
+from . import api, authorization, views
 from .errors import AuthError, register_error_pages
 from .outbound import OutboundSession
 from .pending import PendingSignIns
@@ -116,7 +116,8 @@ class Auth:
 
     def init_app(self, app: Flask) -> None:
         settings = load_settings(self._options, app.config)
-        if settings.response_mode == "form_post" and not form_post_possible(settings):
+        if settings.redirect_uri and settings.response_mode == "form_post" and not (
+                form_post_possible(settings)):
             log.warning("response_mode form_post needs an https (or localhost) redirect_uri; "
                         "using query.")
             settings = Settings(**{**settings.__dict__, "response_mode": "query"})
@@ -131,8 +132,9 @@ class Auth:
             pending=PendingSignIns(settings, secret_keys),
             tokens=Tokens(settings, provider, http, store, secret_keys),
             sign_out_sealer=Sealer(secret_keys, "sign-out"))
-        app.register_blueprint(views.make_blueprint(settings.blueprint_name,
-                                                    settings.redirect_path))
+        if settings.redirect_uri:  # without one: a web API alone (token_required)
+            app.register_blueprint(views.make_blueprint(settings.blueprint_name,
+                                                        settings.redirect_path))
         if settings.backchannel_logout:
             from . import backchannel
 
@@ -146,21 +148,29 @@ class Auth:
     # -- identity's API ----------------------------------------------------------------------
 
     def login_required(self, function: Callable[..., Any] | None = None, /, *,
-                       scopes: list[str] | None = None) -> Any:
+                       scopes: list[str] | None = None, roles: list[str] | None = None,
+                       groups: list[str] | None = None) -> Any:
         """Decorate a view that needs a signed-in user (and, with `scopes`, an access token for
         them). The view is called with `context`: `user` (the ID token's claims) and, with
         scopes, `access_token`, `token_type`, `expires_in`, `scopes`. A signed-out visitor is
-        sent to sign in and brought back; a scope not yet granted is asked for then."""
+        sent to sign in and brought back; a scope not yet granted is asked for then. With
+        `roles` (app roles) or `groups` (group object ids), the user needs one of each list,
+        else a 403 page names what is missing (groups past Entra's overage are read from
+        Graph)."""
         if function is None:
-            return functools.partial(self.login_required, scopes=scopes)
+            return functools.partial(self.login_required, scopes=scopes, roles=roles,
+                                     groups=groups)
         wanted = _without_reserved(scopes)
         self._known_scopes.update(wanted)
+        if groups:
+            self._known_scopes.add(authorization.GROUPS_SCOPE)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
             user = g.get("_flask_entra_user")
             if user is None:
                 return _redirect_to_sign_in(wanted)
+            authorization.require(user, list(roles or ()), list(groups or ()))
             context: dict[str, Any] = {"user": user}
             if wanted:
                 result = _state().tokens.acquire(wanted)
@@ -188,6 +198,29 @@ class Auth:
         except InteractionRequired as exc:
             return {"error": "interaction_required", "error_description": exc.message}
         return {k: v for k, v in result.items() if k not in ("refresh_token", "id_token")}
+
+    def get_groups(self) -> list[str]:
+        """The signed-in user's group object ids, read from Graph past the overage (and then
+        kept with the session); [] when signed out."""
+        user = self.get_user()
+        if user is None:
+            return []
+        self._known_scopes.add(authorization.GROUPS_SCOPE)
+        return authorization.user_groups(user)
+
+    # -- protecting a web API ------------------------------------------------------------------
+
+    def token_required(self, function: Callable[..., Any] | None = None, /, *,
+                       scopes: list[str] | None = None, roles: list[str] | None = None) -> Any:
+        """Decorate an API view that takes bearer access tokens: delegated tokens need one of
+        `scopes`, app-only tokens one of `roles`. See flask_entra.api."""
+        return api.token_required(function, scopes=scopes, roles=roles)
+
+    def acquire_token_on_behalf_of(self, context: dict[str, Any], scopes: list[str]
+                                   ) -> dict[str, Any]:
+        """In a token_required view: a token for `scopes` (e.g. Graph) on behalf of the caller;
+        a dict with `error` when it cannot be had (e.g. consent_required)."""
+        return api.acquire_token_on_behalf_of(context, list(scopes))
 
     def get_edit_profile_url(self) -> str | None:
         """B2C's edit-profile page for the signed-in user, or None without B2C."""

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import requests
@@ -67,14 +68,14 @@ class TokenError(Exception):
     """A token (ID, logout) failed validation; the message says which check, never the token."""
 
 
-def decode_signed_token(token: str, key: jwt.PyJWK, client_id: str, *, kind: str,
+def decode_signed_token(token: str, key: jwt.PyJWK, audiences: str | list[str], *, kind: str,
                         require: list[str], options: dict[str, bool] | None = None
                         ) -> dict[str, Any]:
     """The claims of a provider-signed JWT whose signature (ALLOWED_ALGORITHMS), aud, and exp,
     nbf and iat (within CLOCK_SKEW_SECONDS) hold, with the `require`d claims; TokenError naming
     the failed check otherwise. `kind` names the token in messages; iss is the caller's."""
     try:
-        return jwt.decode(token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=client_id,
+        return jwt.decode(token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=audiences,
                           leeway=CLOCK_SKEW_SECONDS,
                           options={"require": require, "verify_iss": False, **(options or {})})
     except jwt.InvalidSignatureError:
@@ -278,13 +279,16 @@ class Provider:
     # -- the one JWT check: ID tokens, logout tokens (and access tokens later) ---------------
 
     def verify_jwt(self, token: str, *, kind: str, require: list[str],
+                   audiences: list[str] | None = None, accept_v1_issuer: bool = False,
                    options: dict[str, bool] | None = None) -> dict[str, Any]:
-        """The claims of a JWT this provider signed for this app, or TokenError naming the failed
-        check (never quoting the token): RS256 only, a key from the provider's JWKS, `aud` this
-        client (and no other), `azp` this client when present, `iss` the provider's issuer
-        (Entra's {tenantid} filled from `tid`, which must then be an allowed tenant), `exp`,
-        `nbf` and `iat` within CLOCK_SKEW_SECONDS, `sub` non-empty when present, and the
-        `require`d claims present."""
+        """The claims of a JWT this provider signed, or TokenError naming the failed check (never
+        quoting the token): RS256 only, a key from the provider's JWKS, `aud` one of `audiences`
+        (default: this client, and then `azp` this client when present) and no other, `iss` the
+        provider's issuer (Entra's {tenantid} filled from `tid`, which must then be an allowed
+        tenant; with `accept_v1_issuer`, also Entra's v1 form for that tenant, as v1 access
+        tokens carry), `exp`, `nbf` and `iat` within CLOCK_SKEW_SECONDS, `sub` non-empty when
+        present, and the `require`d claims present. ID, logout and access tokens all come
+        through here."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             raise TokenError(f"the {kind} is not a well-formed JWT")
         try:
@@ -296,14 +300,17 @@ class Provider:
             raise TokenError(f"the {kind}'s signing algorithm {str(algorithm)[:20]!r} is not "
                              f"allowed (only {', '.join(ALLOWED_ALGORITHMS)})")
         key = self.signing_key(header, kind)
-        claims = decode_signed_token(token, key, self.client_id, kind=kind, require=require,
+        accepted = audiences or [self.client_id]
+        claims = decode_signed_token(token, key, accepted, kind=kind, require=require,
                                      options=options)
         audience = claims["aud"]
-        if isinstance(audience, list) and set(audience) != {self.client_id}:
+        if isinstance(audience, list) and not set(audience) <= set(accepted):
             raise TokenError(f"the {kind} is also meant for other audiences (aud)")
-        if "azp" in claims and claims["azp"] != self.client_id:
+        if audiences is None and "azp" in claims and claims["azp"] != self.client_id:
             raise TokenError(f"the {kind} was issued to another party (azp)")
-        if claims.get("iss") != self.expected_issuer(claims, kind):
+        issuer = self.expected_issuer(claims, kind)
+        issuers = {issuer, v1_issuer(issuer)} if accept_v1_issuer else {issuer}
+        if claims.get("iss") not in issuers:
             raise TokenError(f"the {kind} comes from another issuer (iss)")
         if "sub" in claims and (not isinstance(claims["sub"], str) or not claims["sub"]):
             raise TokenError(f"the {kind} has an empty subject (sub)")
@@ -350,6 +357,13 @@ def _oauth_error(response: requests.Response) -> tuple[str, str]:
     error, description = body.get("error"), body.get("error_description")
     return (error if isinstance(error, str) else "",
             description if isinstance(description, str) else "")
+
+
+def v1_issuer(v2_issuer: str) -> str:
+    """Entra's v1 issuer for the tenant of a v2 one (`https://host/{tid}/v2.0`): v1 access
+    tokens (an API whose requestedAccessTokenVersion is 1) carry it."""
+    tenant = urlsplit(v2_issuer).path.strip("/").split("/")[0]
+    return f"https://sts.windows.net/{tenant}/"
 
 
 @contextlib.contextmanager

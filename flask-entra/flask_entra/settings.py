@@ -45,6 +45,8 @@ class Settings:
     http_timeout: float = 10.0
     max_pending_sign_ins: int = 3
     blueprint_name: str = "identity"
+    api_audiences: tuple[str, ...] = ()  # token_required: the API's v2 and v1 `aud` forms
+    graph_endpoint: str = "https://graph.microsoft.com/v1.0"  # groups past the overage
 
     @property
     def authority_url(self) -> str:
@@ -67,7 +69,8 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "session_lifetime": 8 * 3600,
     "session_idle_timeout": 30 * 60, "allowed_tenants": (), "backchannel_logout": False,
     "ca_bundle": None, "http_timeout": 10.0, "max_pending_sign_ins": 3,
-    "blueprint_name": "identity",
+    "blueprint_name": "identity", "api_audiences": None,
+    "graph_endpoint": "https://graph.microsoft.com/v1.0",
 }
 
 
@@ -103,14 +106,15 @@ def load_settings(options: Mapping[str, Any], config: Mapping[str, Any]) -> Sett
             problems.append(f"{name}: must be an https URL with the tenant in its path, e.g. "
                             f"https://login.microsoftonline.com/<tenant> (got {value!r})")
     credential = get("client_credential")
-    if not credential:
+    redirect_uri = str(get("redirect_uri") or "")
+    if not credential and redirect_uri:  # an API alone needs one only for on-behalf-of
         problems.append("client_credential: set it to the client secret's Value, or a "
                         "certificate as MSAL takes it ({'private_key': ..., "
                         "'public_certificate': ...})")
-    elif not isinstance(credential, str | dict):
+    elif credential and not isinstance(credential, str | dict):
         problems.append("client_credential: a secret (str) or MSAL's certificate dict")
-    redirect_uri = str(get("redirect_uri") or "")
-    _check_redirect_uri(redirect_uri, problems)
+    if redirect_uri:  # none: a web API alone, without sign-in routes (api.py)
+        _check_redirect_uri(redirect_uri, problems)
     response_mode = get("response_mode")
     if response_mode not in ("form_post", "query"):
         problems.append(f"response_mode: form_post or query (got {response_mode!r})")
@@ -127,6 +131,12 @@ def load_settings(options: Mapping[str, Any], config: Mapping[str, Any]) -> Sett
     if isinstance(scopes, str):
         scopes = scopes.split()
     scopes = tuple(s for s in dict.fromkeys(scopes) if s not in RESERVED_SCOPES)
+    audiences = get("api_audiences") or [client_id, f"api://{client_id}"]
+    if isinstance(audiences, str):
+        audiences = audiences.split()
+    graph_endpoint = str(get("graph_endpoint")).rstrip("/")
+    if urlsplit(graph_endpoint).scheme != "https":
+        problems.append(f"graph_endpoint: an https URL (got {graph_endpoint!r})")
     post_logout_view = get("post_logout_view")
     if post_logout_view is not None and not callable(post_logout_view):
         problems.append("post_logout_view: a view function")
@@ -143,7 +153,8 @@ def load_settings(options: Mapping[str, Any], config: Mapping[str, Any]) -> Sett
         backchannel_logout=bool(get("backchannel_logout")), ca_bundle=ca_bundle,
         http_timeout=float(numbers["http_timeout"]),
         max_pending_sign_ins=int(numbers["max_pending_sign_ins"]),
-        blueprint_name=str(get("blueprint_name")))
+        blueprint_name=str(get("blueprint_name")), api_audiences=tuple(audiences),
+        graph_endpoint=graph_endpoint)
 
 
 def _authority(get: Callable[[str], Any], problems: list[str]) -> tuple[str, str]:

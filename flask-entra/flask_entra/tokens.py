@@ -72,7 +72,7 @@ class Tokens:
         self.http = http
         self.store = store
         self.http_cache: dict[str, Any] = {}  # shared by every MSAL app of this process
-        self._sealer = Sealer(secret_keys, "token cache")
+        self.sealer = Sealer(secret_keys, "token cache")
         host = urlsplit(settings.authority_url).hostname
         # Instance discovery asks login.microsoftonline.com about the host: only meaningful (and
         # only reachable) for Microsoft's own hosts.
@@ -92,7 +92,7 @@ class Tokens:
     # -- the session's token cache, a record apart -------------------------------------------
 
     def save_cache(self, sid: str, cache: msal.SerializableTokenCache, ends_at: float) -> None:
-        sealed = self._sealer.seal(cache.serialize().encode())
+        sealed = self.sealer.seal(cache.serialize().encode())
         # Saved by a request, which is activity: kept as long as the session (session.stored_for).
         ends_at = min(ends_at, time.time() + self.settings.session_idle_timeout
                       + ACTIVITY_RECORD_SECONDS)
@@ -103,7 +103,7 @@ class Tokens:
         if sealed is None:
             return None
         try:
-            contents = self._sealer.open(sealed).decode()
+            contents = self.sealer.open(sealed).decode()
         except SealError:  # SECRET_KEY changed (and is not a fallback), or the record altered
             return None
         cache = msal.SerializableTokenCache()

@@ -1,4 +1,4 @@
-"""Fixtures for the emulator's tests (shared helpers are in tests/conftest.py)."""
+"""Fixtures for the emulator's tests (shared helpers are in tests/support.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import redeem_code, sign_in_for_code
+from tests.support import redeem_code, sign_in_for_code
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import get_me
+from tests.support import get_me
 
 JSON = {"Content-Type": "application/json"}
 ENDPOINTS = [("GET", "faults"), ("POST", "faults"), ("DELETE", "faults"), ("GET", "defects"),

@@ -15,7 +15,8 @@ from dotenv import dotenv_values
 
 from entra_emulator.app import EmulatorConfig, create_app
 from entra_emulator.server import EmulatorServer
-from tests.conftest import (
+from tests.emulator.test_cli import read_until_ready, start_cli
+from tests.support import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,
@@ -27,7 +28,6 @@ from tests.conftest import (
     redeem_code,
     sign_in_for_code,
 )
-from tests.emulator.test_cli import read_until_ready, start_cli
 
 ISS_SUPPORTED = "authorization_response_iss_parameter_supported"
 

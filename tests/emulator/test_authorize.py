@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from entra_emulator import authorize
-from tests.conftest import (
+from tests.support import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,
@@ -132,7 +132,7 @@ def test_the_checks_are_listed_in_the_order_entra_applies_them():
         "check_tenant", "check_client", "check_redirect_uri"]
     assert [check.__name__ for check in authorize.ERROR_REDIRECT_CHECKS] == [
         "check_response_mode", "check_response_type", "check_scope", "check_pkce",
-        "check_prompt", "check_max_age", "check_id_token_hint"]
+        "check_prompt", "check_max_age", "check_id_token_hint", "check_claims"]
 
 
 @pytest.mark.parametrize(("tenant", "change", "code"), [

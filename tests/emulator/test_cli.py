@@ -43,7 +43,10 @@ def test_serve_writes_the_env_file_and_stops_cleanly(tmp_path, stop_signal):
         output = "".join(read_until_ready(process))
         settings = dotenv_values(env_file)
         assert set(settings) == {"AUTHORITY", "CLIENT_ID", "CLIENT_SECRET", "REDIRECT_URI",
-                                 "SCOPE", "ENDPOINT", "REQUESTS_CA_BUNDLE"}
+                                 "SCOPE", "ENDPOINT", "CA_BUNDLE", "REQUESTS_CA_BUNDLE"}
+        # The web app's own trust setting names the same bundle (a shell's REQUESTS_CA_BUNDLE
+        # cannot override it).
+        assert settings["CA_BUNDLE"] == settings["REQUESTS_CA_BUNDLE"]
         assert settings["AUTHORITY"] in output and "AdeleV@contoso.onmicrosoft.com" in output
         discovery = requests.get(f"{settings['AUTHORITY']}/v2.0/.well-known/openid-configuration",
                                  verify=settings["REQUESTS_CA_BUNDLE"])

@@ -14,7 +14,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 from entra_emulator.defects import DEFECTS, DefectInjector
-from tests.conftest import decode_jwt, redeem_code, refresh, sign_in_for_code
+from tests.support import decode_jwt, redeem_code, refresh, sign_in_for_code
 
 CLOCK_SKEW = 300
 # What a strict RP (security-checklist.md §I, steps 4-5) finds wrong with each defect.

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from entra_emulator.__main__ import main
 from entra_emulator.directory import DEFAULT_DIRECTORY, DirectoryError, load_directory
 from entra_emulator.server import EmulatorServer
-from tests.conftest import default_directory_document, make_certificate
+from tests.support import default_directory_document, make_certificate
 
 
 def test_default_directory():
@@ -28,7 +28,9 @@ def test_default_directory():
     assert directory.photo_path(adele.graph).is_file()
     names = {user.display_name for user in directory.users}
     assert {"Adele Vance", "Megan Bowen", "Alex Wilber", "Diego Siciliani", "Lee Gu"} <= names
-    [app] = directory.applications
+    # The web app first; the Todo API (issue 12) follows it.
+    app, todo_api = directory.applications
+    assert todo_api.display_name == "Todo API"
     assert app.display_name == "python-webapp"
     assert app.redirect_uris == ("http://localhost:5000/getAToken", "http://localhost:5000/")
     assert app.password_credentials[0].secret_text == "emulator-dev-secret"

@@ -11,7 +11,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import assert_entra_error
+from tests.support import assert_entra_error
 
 
 def get(emu, path: str) -> requests.Response:

@@ -15,7 +15,7 @@ import requests
 from msal.exceptions import MsalServiceError
 
 from entra_emulator.faults import FaultInjector
-from tests.conftest import (
+from tests.support import (
     ADELE,
     DEFAULT_PASSWORD,
     assert_entra_error,

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from entra_emulator.directory import DEFAULT_DIRECTORY
-from tests.conftest import ADELE, DEFAULT_PASSWORD, MEGAN, browser_sign_in, decode_jwt
+from tests.support import ADELE, DEFAULT_PASSWORD, MEGAN, browser_sign_in, decode_jwt
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 DEFAULT_KEYS = ["@odata.context", "businessPhones", "displayName", "givenName", "jobTitle",

@@ -29,7 +29,7 @@ from identity.flask import Auth  # the test extra; missing, collection fails say
 from jinja2 import DictLoader
 
 from entra_emulator.server import env_settings
-from tests.conftest import (
+from tests.support import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,

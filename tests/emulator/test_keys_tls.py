@@ -13,7 +13,7 @@ from cryptography import x509
 from entra_emulator.keys import PUBLISHED_KEY_COUNT, KeyStore
 from entra_emulator.server import EmulatorServer
 from entra_emulator.tls import ensure_tls_files
-from tests.conftest import ADELE, DEFAULT_PASSWORD, authorize_url, browser_sign_in
+from tests.support import ADELE, DEFAULT_PASSWORD, authorize_url, browser_sign_in
 
 
 def test_sign_and_verify_with_published_key(tmp_path):

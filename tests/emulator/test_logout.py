@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.conftest import ADELE, authorize_url, sign_in_for_code
+from tests.support import ADELE, authorize_url, sign_in_for_code
 
 
 @pytest.fixture

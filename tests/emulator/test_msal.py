@@ -11,7 +11,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from tests.conftest import (
+from tests.support import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from entra_emulator.server import EmulatorServer
-from tests.conftest import (
+from tests.support import (
     ADELE,
     DEFAULT_PASSWORD,
     MEGAN,
@@ -445,7 +445,9 @@ def test_delegated_default_scope_stands_for_the_static_permissions(emulator, def
     scope = "https://graph.microsoft.com/.default offline_access openid profile"
     grant = sign_in_for_code(emulator, default_app, scope=scope)
     body = redeem_code(emulator, default_app, grant, scope=scope).json()
-    assert body["scope"] == "User.Read openid profile"
+    # The web app's requiredResourceAccess, with GroupMember.Read.All granted by an admin
+    # (the default directory's oauth2PermissionGrants, issue 12).
+    assert body["scope"] == "GroupMember.Read.All User.Read openid profile"
     assert body["refresh_token"]
 
 
