@@ -79,8 +79,11 @@ def _state() -> Any:
 def login() -> ResponseReturnValue:
     state = _state()
     next_path = safe_next_path(request.args.get("next"))
-    scopes = list(dict.fromkeys([*state.settings.scopes, *state.auth.known_scopes_in(
-        request.args.get("scope", "")[:MAX_SCOPE_CHARS])]))
+    # A view's scopes (incremental consent) alone, else the app's sign-in scopes: a token
+    # request may name one resource only (Entra: AADSTS28000), and the refresh token gets the
+    # other resources' tokens later.
+    scopes = (state.auth.known_scopes_in(request.args.get("scope", "")[:MAX_SCOPE_CHARS])
+              or list(state.settings.scopes))
     entry = current_entry()
     metadata = state.provider.metadata()  # fails early, with a clear page, if it is down
     app = state.tokens.msal_app()
