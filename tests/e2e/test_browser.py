@@ -9,35 +9,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from werkzeug.serving import make_server
 
 from entra_emulator.server import EmulatorServer
+from tests.e2e.browser_support import free_port, snap
 from tests.support import default_directory_document
 from webapp import create_app
 
 pytestmark = pytest.mark.browser  # a real Chromium (Debian's /usr/bin/chromium)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic",
-                 "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 USERNAME = "AdeleV@contoso.onmicrosoft.com"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
-
 
 # "localhost": app and provider on the same site, as with `make run`. "127.0.0.1": another site
 # for the browser, as real Entra is, so the provider's form_post arrives as a cross-site POST that
@@ -75,30 +62,6 @@ def live_stack(request: pytest.FixtureRequest, emulator: EmulatorServer,
     finally:
         server.shutdown()
         thread.join(timeout=5)
-
-
-@pytest.fixture
-def page() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium "
-                    "(`make test` does it when run as root)")
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1000, "height": 800})
-        context.set_default_timeout(15_000)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-            browser.close()
-
-
-def snap(page: Any, name: str) -> None:
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def test_sign_in_call_graph_read_claims_and_sign_out(live_stack, page) -> None:

@@ -17,7 +17,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from entra_emulator.server import EmulatorServer
-from tests.e2e.test_browser import free_port, page, snap  # noqa: F401 - the page fixture
+from tests.e2e.browser_support import free_port, snap
 from tests.support import default_directory_document
 from todo_api import create_app as create_todo_api
 from webapp import create_app

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, USERNAME
+from tests.e2e.browser_support import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_browser import USERNAME
 
 pytestmark = pytest.mark.browser  # a real Chromium (Debian's /usr/bin/chromium)
 
