@@ -5,6 +5,7 @@ Megan without, Alex in 212 groups)."""
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from collections.abc import Iterator
@@ -120,3 +121,30 @@ def test_groups_past_the_overage_are_read_from_graph(app, emulator, browser_sign
     assert len(shown) > 200 and set(shown) == expected
     # Kept with the session: the next page does not ask Graph again.
     assert "read from Microsoft Graph" in alex.client.get("/claims").get_data(as_text=True)
+
+
+def test_the_api_keeps_its_on_behalf_of_token_per_caller(todo_app, emulator,
+                                                         browser_sign_in_fn):
+    """The API's /api/me exchanges the caller's token once, then serves Graph calls from its
+    kept on-behalf-of token until shortly before it expires."""
+    exchanges: list[str] = []
+    inner = emulator.app.wsgi_app
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "").endswith("/oauth2/v2.0/token"):
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            if b"on_behalf_of" in body:
+                exchanges.append("obo")
+            environ["wsgi.input"] = io.BytesIO(body)
+        return inner(environ, start_response)
+
+    emulator.app.wsgi_app = counting
+    try:
+        browser = Browser(todo_app, emulator, browser_sign_in_fn)
+        browser.sign_in()
+        consent_round(browser, browser.client.get("/todo"))
+        for _ in range(3):
+            assert "Adele Vance" in browser.client.get("/todo").get_data(as_text=True)
+    finally:
+        emulator.app.wsgi_app = inner
+    assert exchanges == ["obo"]
