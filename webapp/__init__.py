@@ -12,7 +12,7 @@ from flask import Flask, current_app, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flask_entra.hardening import SecurityHeaders, install_log_redaction, sign_out_targets
+from flask_entra import SecurityHeaders, install_log_redaction, sign_out_targets
 
 from . import todo, views
 from .config import Settings, describe_problems, load_settings, read_environment

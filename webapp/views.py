@@ -9,8 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, render_template
 from flask.typing import ResponseReturnValue
 
-from flask_entra import InteractionRequired
-from flask_entra.authorization import has_group_overage
+from flask_entra import InteractionRequired, has_group_overage
 
 from .errors import AppError
 from .extensions import auth

@@ -48,7 +48,9 @@ from flask import session as flask_session  # `session` names this package's mod
 from flask.typing import ResponseReturnValue
 
 from . import api, authorization, views
+from .authorization import has_group_overage
 from .errors import AuthError, register_error_pages
+from .hardening import SecurityHeaders, install_log_redaction, sign_out_targets
 from .outbound import OutboundSession
 from .pending import PendingSignIns
 from .provider import Provider, ProviderError
@@ -72,7 +74,8 @@ from .store import Store, StoreUnavailable
 from .tokens import InteractionRequired, Tokens
 
 __all__ = ["Auth", "AuthError", "ConfigurationError", "InteractionRequired", "ProviderError",
-           "StoreUnavailable", "signed_in", "signed_out"]
+           "SecurityHeaders", "StoreUnavailable", "has_group_overage", "install_log_redaction",
+           "sign_out_targets", "signed_in", "signed_out"]
 __version__ = "0.2.0"
 
 log = logging.getLogger(__name__)
