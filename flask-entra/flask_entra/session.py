@@ -26,6 +26,7 @@ from flask import Flask, Response, current_app, g, request, session
 from flask.sessions import SessionMixin
 from flask_session.cachelib import CacheLibSessionInterface
 
+from .errors import render_error, store_unavailable
 from .settings import Settings
 from .store import (
     REDIS_UNAVAILABLE,
@@ -119,8 +120,6 @@ def _redis_sessions() -> type:
                 # The page is built, but what it depends on (a sign-in, a sign-out) was not
                 # saved: answer with the 503 page instead.
                 log.warning("Session store unreachable while saving the session")
-                from .errors import render_error, store_unavailable
-
                 body, status, headers = render_error(store_unavailable())  # type: ignore[misc]
                 response.status_code = status
                 response.set_data(body)
