@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint install system-deps loadtest bench bench-emulator clean
+.PHONY: run test lint install system-deps loadtest bench bench-emulator bench-peer clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench: install system-deps
 
 bench-emulator: install
 	$(PY) bench/bench_emulator.py
+
+# The emulator against node oidc-provider (OpenID Certified), installed with npm into bench/peer.
+bench-peer: install
+	$(PY) bench/bench_peer.py
 
 clean:
 	rm -rf $(VENV) .emulator .flask_session screenshots .pytest_cache
