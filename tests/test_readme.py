@@ -30,6 +30,8 @@ def test_every_python_snippet_is_run_below():
     tested = ("return f\"Hello {context", "# was: from identity.flask import Auth",
               "@auth.login_required(roles=", "@auth.token_required(",
               "print(result[",
+              # Run by tests/emulator/test_msal_methods.py, with the user on the device page.
+              "initiate_device_flow",
               # Test files for other projects: run by tests/emulator/test_pytest_plugin.py, in a
               # project of their own.
               "def test_a_forged_id_token_is_refused", "def test_client_credentials")

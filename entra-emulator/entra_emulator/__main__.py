@@ -34,6 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send RFC 9207's iss in every authorization response and advertise "
                             "it in discovery (off by default: Entra is not known to send it)")
 
+    serve.add_argument("--workers", type=_positive, default=1, metavar="N",
+                       help="worker processes sharing the ports and the state folder, so "
+                            "requests use N cores (default: 1, in this process)")
+
+    # What `serve --workers N` starts N of (workers.py); not for direct use.
+    worker = commands.add_parser("worker", help="(internal) one worker of serve --workers")
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--directory", default=None)
+    worker.add_argument("--state", required=True)
+    worker.add_argument("--host", required=True)
+    worker.add_argument("--https-port", type=int, required=True)
+    worker.add_argument("--http-port", type=int, required=True)
+    worker.add_argument("--authorization-response-iss", action="store_true")
+
     check = commands.add_parser("check", help="validate a directory file")
     check.add_argument("file", help="the directory file to validate")
     return parser
@@ -43,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return check(args.file)
+    if args.command == "worker":
+        from entra_emulator.workers import run_worker
+
+        run_worker(args.index, args.directory, args.state, args.host, args.https_port,
+                   args.http_port, args.authorization_response_iss)
+        return 0
     from entra_emulator.server import serve
 
     http_port = args.http_port if args.http_port is not None else (
@@ -50,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve(directory=args.directory, state_dir=args.state, host=args.host,
               https_port=args.https_port, http_port=http_port, env_file=args.env_file,
-              authorization_response_iss=args.authorization_response_iss)
+              authorization_response_iss=args.authorization_response_iss, workers=args.workers)
     except DirectoryError as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -58,10 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot serve on {args.host}: {problem.strerror or problem}",
               file=sys.stderr)
         return 1
-    except RuntimeError as problem:   # unreadable state files; the message says what to do
+    except RuntimeError as problem:   # an unusable state folder; the message says what to do
         print(f"error: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 (got {text!r})")
+    return number
 
 
 def check(path: str) -> int:

@@ -13,11 +13,12 @@ from werkzeug.exceptions import HTTPException
 import entra_emulator.graph_membership  # noqa: F401  (on import: its views join graph.bp)
 import entra_emulator.obo  # noqa: F401  (on import: the on-behalf-of grant joins token.GRANTS)
 from entra_emulator import admin, authorize, discovery, faults, graph, logout, token
-from entra_emulator.context import EXTENSION_KEY
+from entra_emulator.context import EXTENSION_KEY, current_state
+from entra_emulator.db import StateDB
 from entra_emulator.defects import DefectInjector
 from entra_emulator.directory import Directory, load_directory
 from entra_emulator.errors import json_response
-from entra_emulator.keys import KeyStore
+from entra_emulator.keys import KeyStore, ensure_private_dir
 from entra_emulator.pages import secure_page
 from entra_emulator.state import (
     Clock,
@@ -46,18 +47,22 @@ class EmulatorConfig:
 
 
 def build_state(config: EmulatorConfig) -> EmulatorState:
+    """This worker's view of the state folder's shared state (db.py)."""
     directory = config.directory if isinstance(config.directory, Directory) \
         else load_directory(config.directory)
     state_dir = Path(config.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    clock = Clock()
+    ensure_private_dir(state_dir)
+    db = StateDB.open(state_dir)
+    clock = Clock(db)
     return EmulatorState(
-        directory=directory, keys=KeyStore(state_dir), faults=faults.FaultInjector(),
-        defects=DefectInjector(authorization_response_iss=config.authorization_response_iss),
+        directory=directory, keys=KeyStore(db=db), faults=faults.FaultInjector(db),
+        defects=DefectInjector(authorization_response_iss=config.authorization_response_iss,
+                               db=db),
         https_base=config.https_base.rstrip("/"),
         http_base=config.http_base.rstrip("/"), state_dir=state_dir, clock=clock,
-        sessions=SessionStore(clock), pending=PendingStore(clock), codes=CodeStore(clock),
-        refresh_tokens=RefreshTokenStore(clock), consents=ConsentStore(state_dir))
+        sessions=SessionStore(clock, db=db), pending=PendingStore(clock, db=db),
+        codes=CodeStore(clock, db), refresh_tokens=RefreshTokenStore(clock, db),
+        consents=ConsentStore(db), db=db)
 
 
 def create_app(config: EmulatorConfig | Mapping[str, Any]) -> Flask:
@@ -69,9 +74,15 @@ def create_app(config: EmulatorConfig | Mapping[str, Any]) -> Flask:
     for blueprint in (discovery.bp, authorize.bp, token.bp, logout.bp, graph.bp,
                       admin.bp):
         app.register_blueprint(blueprint)
+    app.before_request(_sync_state)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _sync_state() -> None:
+    # What another worker (or a test) changed: the clock, the signing keys, the directory.
+    current_state().sync()
 
 
 def _wants_html() -> bool:

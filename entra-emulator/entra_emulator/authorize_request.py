@@ -18,6 +18,7 @@ from entra_emulator.context import current_state, tenant_id_for
 from entra_emulator.directory import Application
 from entra_emulator.errors import EntraError, entra_error, redirect_error_params
 from entra_emulator.pages import respond_to_app
+from entra_emulator.redirect_uris import redirect_platform, registered_redirect_uris
 from entra_emulator.request_limits import (
     ERROR_PAGE_LIMITS,
     ERROR_REDIRECT_LIMITS,
@@ -114,16 +115,18 @@ def check_client(params: Mapping[str, str], found: Found) -> Found:
 
 
 def check_redirect_uri(params: Mapping[str, str], found: Found) -> Found:
-    """Exact match against the registered URIs; omitted is fine only when one is registered."""
+    """A registered URI, web or public client: exact, but a loopback URI on any port
+    (redirect_uris.py); omitted is fine only when one is registered."""
     app: Application = found["client"]
     redirect_uri = params.get("redirect_uri")
-    if not app.redirect_uris:
+    registered = registered_redirect_uris(app)
+    if not registered:
         raise entra_error("NoReplyAddressRegistered")
     if redirect_uri is None:
-        if len(app.redirect_uris) == 1:
-            return {"redirect_uri": app.redirect_uris[0]}
+        if len(registered) == 1:
+            return {"redirect_uri": registered[0]}
         raise entra_error("NoReplyAddressProvided")
-    if redirect_uri not in app.redirect_uris:
+    if redirect_platform(app, redirect_uri) is None:
         raise entra_error("InvalidReplyTo", redirect_uri=redirect_uri, app_id=app.app_id)
     return {"redirect_uri": redirect_uri}
 

@@ -27,6 +27,7 @@ from entra_emulator.state import (
 )
 
 # appidacr / azpacr: how the client authenticated (0 public, 1 secret, 2 certificate).
+CLIENT_AUTH_PUBLIC = "0"
 CLIENT_AUTH_SECRET = "1"
 CLIENT_AUTH_CERTIFICATE = "2"
 

@@ -1,5 +1,6 @@
 """Who is asking at the token endpoint: the request, and client authentication by secret
-(client_secret_post or client_secret_basic) or certificate (private_key_jwt).
+(client_secret_post or client_secret_basic) or certificate (private_key_jwt), or none for a
+public client (see "Public clients" below).
 
 One method per request (RFC 6749 §2.3): a request that presents two is refused before either
 is looked at, so a wrong credential can never ride along with a right one.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,11 +21,12 @@ from urllib.parse import unquote_plus
 import jwt
 from flask import request
 
-from entra_emulator.claims import CLIENT_AUTH_CERTIFICATE, CLIENT_AUTH_SECRET
+from entra_emulator.claims import CLIENT_AUTH_CERTIFICATE, CLIENT_AUTH_PUBLIC, CLIENT_AUTH_SECRET
 from entra_emulator.context import current_state
 from entra_emulator.directory import Application
 from entra_emulator.errors import entra_error
 from entra_emulator.jsonsafe import UnsafeJson, check_jwt
+from entra_emulator.redirect_uris import redirect_platform
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # Entra (Microsoft.IdentityModel) tolerates five minutes of clock skew on assertions.
@@ -176,3 +179,60 @@ def verify_client_assertion(req: TokenRequest, assertion: str) -> None:
             req.app.app_id:
         raise entra_error("ClientAssertionAppIdMismatch")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Public clients (desktop, mobile and console apps, which hold no secret)
+# ---------------------------------------------------------------------------------------------
+# Who must authenticate (entra-protocol.md §1.3; redirect_uris.py):
+# - a code issued for a `publicClient.redirectUris` URI is redeemed without a credential, and
+#   one presented is refused (AADSTS700025, Entra's answer to apps that registered their
+#   redirect URI under "Mobile and desktop applications" and still send their secret); a code
+#   issued for a `web.redirectUris` URI needs the app's credential (AADSTS7000218 without);
+# - the flows without a redirect URI (device code, password) run without a credential when
+#   the app is a fallback public client (`isFallbackPublicClient`, the portal's "Allow public
+#   client flows"), else need its credential (7000218, Entra's answer when that switch is
+#   off). A credential sent by a fallback public client is refused as above [inferred];
+# - a refresh token is redeemed as the grant that issued it was: its family remembers whether
+#   that was public (`public:` prefix), so a web app's refresh token still needs its secret.
+# Tokens issued without a credential say so: appidacr / azpacr "0".
+
+PUBLIC_FAMILY_PREFIX = "public:"
+
+
+def presents_credential(req: TokenRequest, basic: tuple[str, str] | None) -> bool:
+    return bool(req.params.get("client_secret") or req.params.get("client_assertion")
+                or basic is not None)
+
+
+def authenticate(req: TokenRequest, basic: tuple[str, str] | None, *, public: bool) -> str:
+    """appidacr: "0" for a public client (which must not present a credential), else the
+    credential's (authenticate_client)."""
+    if not public:
+        return authenticate_client(req, basic)
+    if presents_credential(req, basic):
+        raise entra_error("InvalidClientPublicClientWithCredential")
+    return CLIENT_AUTH_PUBLIC
+
+
+def authenticate_for_redirect(req: TokenRequest, basic: tuple[str, str] | None,
+                              redirect_uri: str) -> str:
+    """For a code: public when it was issued for a public-client redirect URI."""
+    return authenticate(req, basic,
+                        public=redirect_platform(req.app, redirect_uri) == "public")
+
+
+def authenticate_without_redirect(req: TokenRequest, basic: tuple[str, str] | None) -> str:
+    """For the device code and password grants."""
+    return authenticate(req, basic, public=req.app.is_fallback_public_client)
+
+
+def new_family(client_auth: str) -> str:
+    """A refresh token family id that remembers whether its grant was a public client's."""
+    family = str(uuid.uuid4())
+    return PUBLIC_FAMILY_PREFIX + family if client_auth == CLIENT_AUTH_PUBLIC else family
+
+
+def authenticate_for_family(req: TokenRequest, basic: tuple[str, str] | None,
+                            family: str) -> str:
+    return authenticate(req, basic, public=family.startswith(PUBLIC_FAMILY_PREFIX))

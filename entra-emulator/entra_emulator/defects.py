@@ -17,10 +17,8 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +26,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from entra_emulator.claims import pairwise_subject
+from entra_emulator.db import StateDB
 from entra_emulator.keys import b64url
 
 # ID-token defects (the name predates the authorization-response ones below).
@@ -47,16 +46,19 @@ _KEY_HEADERS = ("kid", "x5t", "alg")
 
 class DefectInjector:
     """Pending defects per client id, in order; an ID token consumes the first ID-token defect,
-    an authorization response the first authorization-response defect. Thread-safe.
+    an authorization response the first authorization-response defect. Kept in the state
+    database, so a defect queued through one worker is used by whichever issues next.
 
     `authorization_response_iss`: whether the emulator sends (and advertises) RFC 9207's `iss`;
     leaving it out is a defect only then.
     """
 
-    def __init__(self, authorization_response_iss: bool = False) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[str, deque[str]] = {}
+    def __init__(self, authorization_response_iss: bool = False,
+                 db: StateDB | None = None) -> None:
+        self._db = db or StateDB.in_memory()
         self.authorization_response_iss = authorization_response_iss
+        # False when the request's EmulatorState.sync() found no defect queued: no query then.
+        self.maybe_pending = True
 
     def add(self, client_id: str, defect: str, count: int = 1) -> None:
         if defect not in ALL_DEFECTS:
@@ -69,31 +71,33 @@ class DefectInjector:
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise ValueError(f"count must be a whole number from 1 to {MAX_COUNT} "
                              f"(got {count!r})")
-        with self._lock:
-            self._pending.setdefault(_client_key(client_id), deque()).extend([defect] * count)
+        self.maybe_pending = True
+        with self._db.write() as connection:
+            connection.executemany("INSERT INTO defects (client_key, defect) VALUES (?, ?)",
+                                   [(_client_key(client_id), defect)] * count)
 
     def clear(self) -> None:
-        with self._lock:
-            self._pending.clear()
+        self._db.run("DELETE FROM defects")
 
     def pending(self) -> list[dict[str, str]]:
-        with self._lock:
-            return [{"client_id": client_id, "defect": defect}
-                    for client_id, queue in self._pending.items() for defect in queue]
+        rows = self._db.all("SELECT client_key, defect FROM defects ORDER BY seq")
+        order = list(dict.fromkeys(client for client, _ in rows))   # clients as first queued
+        return [{"client_id": client_id, "defect": defect}
+                for client_id in order for client, defect in rows if client == client_id]
 
     def next_defect(self, client_id: str, kinds: tuple[str, ...] = DEFECTS) -> str | None:
-        """Consume and return this client's first pending defect of `kinds`, if any."""
-        key = _client_key(client_id)
-        with self._lock:
-            queue = self._pending.get(key)
-            index = next((i for i, defect in enumerate(queue or ()) if defect in kinds), None)
-            if queue is None or index is None:
+        """Consume and return this client's first pending defect of `kinds`, if any (on
+        whichever worker asks first)."""
+        marks = ", ".join("?" * len(kinds))
+        while self.maybe_pending:
+            row = self._db.one(f"SELECT seq, defect FROM defects WHERE client_key = ? "  # noqa: S608
+                               f"AND defect IN ({marks}) ORDER BY seq LIMIT 1",
+                               (_client_key(client_id), *kinds))
+            if row is None:
                 return None
-            defect = queue[index]
-            del queue[index]
-            if not queue:
-                del self._pending[key]
-            return defect
+            if self._db.run("DELETE FROM defects WHERE seq = ?", (row[0],)):
+                return row[1]
+        return None
 
     def sign_id_token(self, state: Any, client_id: str, header_extra: dict,
                       claims: dict) -> str:

@@ -1,8 +1,9 @@
 """The directory file: a tenant, its users and its applications, in Microsoft Graph's shapes.
 
 A user is a Graph `user` resource plus `passwordProfile.password` (and our optional `photo`,
-a path relative to the file). An application is a Graph `application` resource: `appId`,
-`displayName`, `web.redirectUris`, `passwordCredentials[].secretText`, `keyCredentials[]`
+a path relative to the file, and `perUserMfaState`). An application is a Graph `application`
+resource: `appId`, `displayName`, `web.redirectUris`, `publicClient.redirectUris`,
+`isFallbackPublicClient`, `passwordCredentials[].secretText`, `keyCredentials[]`
 (`key` = base64 DER certificate as Graph returns it; PEM text is accepted too), plus our
 optional `tokenLifetimes` (seconds). The authorization fields (groups, app roles, exposed
 scopes, service principals, app-role assignments, permission grants) are read by
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from entra_emulator.directory_authz import (
     AppRole,
@@ -46,10 +46,12 @@ from entra_emulator.directory_credentials import (
     PasswordCredential,
     read_id_token_optional_claims,
     read_key_credential,
+    read_mfa_state,
     read_password_credential,
     read_token_lifetimes,
 )
 from entra_emulator.directory_queries import DirectoryAccess, check_references
+from entra_emulator.redirect_uris import is_web_redirect_uri, read_public_client
 
 __all__ = ["MAX_LIFETIME_SECONDS", "MIN_LIFETIME_SECONDS", "SUPPORTED_OPTIONAL_ID_TOKEN_CLAIMS",
            "TOKEN_LIFETIME_KEYS", "AppRole", "AppRoleAssignment", "Application", "Directory",
@@ -80,6 +82,8 @@ class User:
     password: str
     graph: dict[str, Any]  # the Graph user resource, without passwordProfile and photo
     photo: Path | None = None
+    # Our `perUserMfaState` ("enforced": MFA is required, so the password grant is refused).
+    mfa_required: bool = False
 
     @property
     def given_name(self) -> str | None:
@@ -116,6 +120,9 @@ class Application:
     access_token_optional_claims: frozenset[str] = frozenset()
     # The id of its service principal when the file's servicePrincipals declares one.
     declared_service_principal_id: str | None = None
+    # publicClient.redirectUris and isFallbackPublicClient (redirect_uris.py).
+    public_client_redirect_uris: tuple[str, ...] = ()
+    is_fallback_public_client: bool = False
 
     @property
     def service_principal_id(self) -> str:
@@ -326,13 +333,15 @@ def _read_user(reader: _Reader, index: int, obj: Any, source: Path) -> User:
     if not isinstance(phones, list) or not all(isinstance(p, str) for p in phones):
         raise reader.error(entry, "businessPhones", "must be an array of strings")
     photo = _read_photo(reader, entry, obj, source)
-    graph = {key: value for key, value in obj.items() if key not in ("passwordProfile", "photo")}
+    graph = {key: value for key, value in obj.items()
+             if key not in ("passwordProfile", "photo", "perUserMfaState")}
     user_id = reader.guid(entry, obj, "id")
     graph["id"] = user_id
     graph.setdefault("businessPhones", [])
     return User(id=user_id, user_principal_name=upn,
                 display_name=reader.string(entry, obj, "displayName") or "",
-                password=password, graph=graph, photo=photo)
+                password=password, graph=graph, photo=photo,
+                mfa_required=read_mfa_state(reader, entry, obj))
 
 
 def _read_photo(reader: _Reader, entry: str, obj: Mapping[str, Any], source: Path) -> Path | None:
@@ -356,7 +365,7 @@ def _read_application(reader: _Reader, index: int, obj: Any) -> Application:
     if not isinstance(uris, list):
         raise reader.error(entry, "web.redirectUris", "must be an array of URLs")
     for uri in uris:
-        if not _is_redirect_uri(uri):
+        if not is_web_redirect_uri(uri):
             raise reader.error(entry, "web.redirectUris",
                                f"{uri!r} is not an absolute http(s) URL without a fragment")
     secrets = tuple(read_password_credential(reader, f"{entry}.passwordCredentials[{i}]", c)
@@ -364,7 +373,7 @@ def _read_application(reader: _Reader, index: int, obj: Any) -> Application:
     keys = tuple(read_key_credential(reader, f"{entry}.keyCredentials[{i}]", c)
                  for i, c in enumerate(_list(reader, entry, obj, "keyCredentials")))
     graph = {k: v for k, v in obj.items() if k not in ("passwordCredentials", "tokenLifetimes")}
-    return Application(**read_api(reader, entry, obj),
+    return Application(**read_api(reader, entry, obj), **read_public_client(reader, entry, obj),
                        app_id=reader.guid(entry, obj, "appId"),
                        display_name=reader.string(entry, obj, "displayName") or "",
                        redirect_uris=tuple(uris), password_credentials=secrets,
@@ -379,14 +388,6 @@ def _list(reader: _Reader, entry: str, obj: Mapping[str, Any], name: str) -> lis
     if not isinstance(value, list):
         raise reader.error(entry, name, "must be an array")
     return value
-
-
-def _is_redirect_uri(uri: Any) -> bool:
-    if not isinstance(uri, str):
-        return False
-    parts = urlsplit(uri)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment \
-        and "#" not in uri
 
 
 def _require_unique(reader: _Reader, kind: str, values: list[tuple[str, str]]) -> None:

@@ -1,6 +1,6 @@
 """Application credentials and token settings in the directory file: `passwordCredentials[]`
 (client secrets), `keyCredentials[]` (certificates: base64 DER as Graph returns it, or PEM
-text), our `tokenLifetimes` and `optionalClaims.idToken`."""
+text), our `tokenLifetimes` and `optionalClaims.idToken`; and a user's `perUserMfaState`."""
 
 from __future__ import annotations
 
@@ -138,3 +138,21 @@ def read_id_token_optional_claims(reader: ReaderLike, entry: str,
                                f"(got {name!r})")
         names.add(name)
     return frozenset(names)
+
+
+# Graph's per-user MFA state (beta: /users/{id}/authentication/requirements, perUserMfaState),
+# written on the user object in the directory file.
+MFA_STATES = ("disabled", "enabled", "enforced")
+
+
+def read_mfa_state(reader: ReaderLike, entry: str, obj: Mapping[str, Any]) -> bool:
+    """Whether the user must use multi-factor authentication: `perUserMfaState` "enforced" (or
+    "enabled", which Entra enforces at the next interactive sign-in). The emulator has no second
+    factor: interactive sign-ins pass with the password alone, while the password grant, which
+    cannot prompt, is refused (AADSTS50076)."""
+    state = obj.get("perUserMfaState")
+    if state is None:
+        return False
+    if state not in MFA_STATES:
+        raise reader.error(entry, "perUserMfaState", f"must be one of {', '.join(MFA_STATES)}")
+    return state != "disabled"

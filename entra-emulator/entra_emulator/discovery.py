@@ -46,6 +46,7 @@ def v2_configuration(segment: str, tenant_id: str) -> dict[str, Any]:
         "issuer": f"{state.https_base}/{issuer_tenant}/v2.0",
         "request_uri_parameter_supported": False,
         "authorization_endpoint": f"{browser}/oauth2/v2.0/authorize",
+        "device_authorization_endpoint": f"{secure}/oauth2/v2.0/devicecode",   # device_code.py
         "http_logout_supported": True,
         "frontchannel_logout_supported": True,
         "end_session_endpoint": f"{browser}/oauth2/v2.0/logout",

@@ -36,6 +36,12 @@ CATALOGUE: dict[str, tuple[int, str, int, str]] = {
     "NoReplyAddressRegistered": (
         500113, "invalid_request", 400, "No reply address is registered for the application."),
     "NoReplyAddressProvided": (900971, "invalid_request", 400, "No reply address provided."),
+    # 700038 is what Entra answers for the all-zero GUID, at the token endpoint (differential
+    # capture of 2026-08-13) and at authorize (an error page quoted in 2024); any other unknown
+    # client id stays 700016 (captures up to 2026-05). See `entra_error`.
+    "InvalidApplicationIdentifier": (
+        700038, "unauthorized_client", 400,
+        "{app_id} is not a valid application identifier."),
     "UnauthorizedClient_DoesNotMatchRequest": (
         700016, "unauthorized_client", 400,
         "Application with identifier '{app_id}' was not found in the directory '{tenant}'. "
@@ -239,7 +245,38 @@ CATALOGUE: dict[str, tuple[int, str, int, str]] = {
         50076, "interaction_required", 400,
         "Due to a configuration change made by your administrator, or because you moved to a "
         "new location, you must use multi-factor authentication to access '{resource}'."),
+    # Public clients (public_client.py). 700025's text is Entra's wire text (issue threads,
+    # 2019-2023).
+    "InvalidClientPublicClientWithCredential": (
+        700025, "invalid_client", 401,
+        "Client is public so neither 'client_assertion' nor 'client_secret' should be "
+        "presented."),
+    # The device code flow (device_code.py). The `error` values are the documented ones
+    # (v2-oauth2-device-code.md, "Expected errors"); the codes are reference-error-codes.md's
+    # for AuthorizationPending, BadVerificationCode and CodeExpired, whose names are those
+    # errors'. 70016's text is a capture's (msal-browser's recorded response, 2020). The other
+    # texts are the reference's descriptions; the declined flow's code (65004,
+    # UserDeclinedConsent) is [inferred]: Entra documents none for it.
+    "AuthorizationPending": (
+        70016, "authorization_pending", 400,
+        "OAuth 2.0 device flow error. Authorization is pending. Continue polling."),
+    "BadVerificationCode": (
+        70018, "bad_verification_code", 400,
+        "Invalid verification code due to User typing in wrong user code for device code "
+        "flow. Authorization isn't approved."),
+    "CodeExpired": (
+        70019, "expired_token", 400,
+        "Verification code expired. Have the user retry the sign-in."),
+    "DeviceFlowDeclined": (
+        65004, "authorization_declined", 400,
+        "User declined to consent to access the app."),
 }
+
+# Codes whose answers carry no `error_uri`. Entra sends the lookup link with most errors
+# (7000215, 7000218, 7000222, 500011, 700016, 900144, 90002 in captures up to 2026-09) but not
+# with these (70003 in captures from 2019 to 2026-08; 700038 in 2026-08). The rule behind the
+# choice is not documented; codes never captured keep the link, the common case.
+NO_ERROR_URI: frozenset[int] = frozenset({70003, 700038})
 
 # Errors whose body also carries a `suberror` (entra-protocol.md §1.4), which MSAL hands to the
 # app to say what kind of interaction is needed.
@@ -276,8 +313,15 @@ class EntraError(Exception):
         return f"AADSTS{self.code}: " + CATALOGUE[self.name][3].format(**self.fields)
 
 
+NIL_GUID = "00000000-0000-0000-0000-000000000000"
+
+
 def entra_error(name: str, /, *, error: str = "", status: int = 0,
                 **fields: Any) -> EntraError:
+    if name == "UnauthorizedClient_DoesNotMatchRequest" and fields.get("app_id") == NIL_GUID:
+        # Entra does not look the all-zero GUID up: it is refused as an identifier (700038),
+        # wherever an unknown client would be 700016.
+        name = "InvalidApplicationIdentifier"
     return EntraError(name, fields, error=error, status=status)
 
 
@@ -305,8 +349,18 @@ def correlation_id() -> str:
 
 
 def error_description(err: EntraError, diagnostics: Diagnostics) -> str:
-    return (f"{err.message}\r\nTrace ID: {diagnostics.trace_id}\r\n"
-            f"Correlation ID: {diagnostics.correlation_id}\r\nTimestamp: {diagnostics.timestamp}")
+    """The message, then the ids and time separated by single spaces: Entra's form in every
+    capture since 2024 (older ones, 2014-2023, separate them with \\r\\n; see
+    tests/emulator/golden/token-errors.json)."""
+    return (f"{err.message} Trace ID: {diagnostics.trace_id} "
+            f"Correlation ID: {diagnostics.correlation_id} Timestamp: {diagnostics.timestamp}")
+
+
+def error_uri(err: EntraError) -> dict[str, str]:
+    """`error_uri`, for the codes Entra sends it with (see NO_ERROR_URI)."""
+    if err.code in NO_ERROR_URI:
+        return {}
+    return {"error_uri": ERROR_LOOKUP_URI.format(code=err.code)}
 
 
 def error_body(err: EntraError, diagnostics: Diagnostics | None = None) -> dict[str, Any]:
@@ -318,7 +372,7 @@ def error_body(err: EntraError, diagnostics: Diagnostics | None = None) -> dict[
         "timestamp": diagnostics.timestamp,
         "trace_id": diagnostics.trace_id,
         "correlation_id": diagnostics.correlation_id,
-        "error_uri": ERROR_LOOKUP_URI.format(code=err.code),
+        **error_uri(err),
     }
     if err.name in SUBERRORS:
         body["suberror"] = SUBERRORS[err.name]
@@ -345,5 +399,5 @@ def redirect_error_params(err: EntraError) -> dict[str, str]:
     return {
         "error": err.error,
         "error_description": error_description(err, diagnostics),
-        "error_uri": ERROR_LOOKUP_URI.format(code=err.code),
+        **error_uri(err),
     }

@@ -10,15 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import math
-import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from flask import Response
 
 from entra_emulator.context import current_state
+from entra_emulator.db import StateDB
 from entra_emulator.errors import entra_error, error_json_response
 from entra_emulator.graph import (
     graph_date,
@@ -45,11 +44,14 @@ class Fault:
 
 
 class FaultInjector:
-    """Pending faults per target, consumed one per intercepted call. Thread-safe."""
+    """Pending faults per target, consumed one per intercepted call, in the state database:
+    a fault queued through one worker fires on whichever worker the next call reaches.
+    Thread-safe."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[str, deque[Fault]] = {target: deque() for target in TARGETS}
+    def __init__(self, db: StateDB | None = None) -> None:
+        self._db = db or StateDB.in_memory()
+        # False when the request's EmulatorState.sync() found no fault queued: no query then.
+        self.maybe_pending = True
 
     def add(self, target: str, kind: str, count: int = 1, retry_after: float | None = None,
             delay_seconds: float | None = None) -> None:
@@ -61,34 +63,58 @@ class FaultInjector:
         count = _checked_count(count)
         if fault.kind == "delay" and fault.delay_seconds is None:
             raise ValueError("kind 'delay' needs delay_seconds")
-        with self._lock:
-            self._pending[fault.target].extend([fault] * count)
+        self.maybe_pending = True
+        with self._db.write() as connection:
+            connection.executemany(
+                "INSERT INTO faults (target, kind, retry_after, delay_seconds) "
+                "VALUES (?, ?, ?, ?)", [(fault.target, fault.kind, fault.retry_after,
+                                         fault.delay_seconds)] * count)
 
     def clear(self) -> None:
-        with self._lock:
-            for queue in self._pending.values():
-                queue.clear()
+        self._db.run("DELETE FROM faults")
 
     def pending(self) -> list[dict[str, Any]]:
         """The queued faults, in the order they will fire (per target)."""
-        with self._lock:
-            return [asdict(fault) for target in TARGETS for fault in self._pending[target]]
+        rows = self._db.all("SELECT target, kind, retry_after, delay_seconds FROM faults "
+                            "ORDER BY seq")
+        return [asdict(_fault(row)) for target in TARGETS for row in rows if row[0] == target]
 
     def intercept(self, target: str) -> Response | None:
         """Consume the next fault for `target` and answer with it; None lets the call proceed.
 
         Must run inside the request (it renders the target service's error shape).
         """
-        with self._lock:
-            queue = self._pending.get(target)
-            fault = queue.popleft() if queue else None
+        fault = self._take(target)
         if fault is None:
             return None
         if fault.kind == "delay":
-            # Sleep outside the lock so other requests keep flowing; then serve normally.
+            # Sleep with nothing held, so other requests keep flowing; then serve normally.
             time.sleep(fault.delay_seconds or 0)
             return None
         return _FAULT_RESPONSES[(fault.target, fault.kind)](fault)
+
+    def _take(self, target: str) -> Fault | None:
+        # A read first: most calls find nothing and take no write lock.
+        while self.maybe_pending:
+            row = self._db.one("SELECT seq, target, kind, retry_after, delay_seconds "
+                               "FROM faults WHERE target = ? ORDER BY seq LIMIT 1", (target,))
+            if row is None:
+                return None
+            if self._db.run("DELETE FROM faults WHERE seq = ?", (row[0],)):
+                return _fault(row[1:])
+            # Another worker took it first: the next one, if any.
+        return None
+
+
+def _fault(row: Any) -> Fault:
+    target, kind, retry_after, delay_seconds = row
+    return Fault(target=target, kind=kind, retry_after=_number(retry_after),
+                 delay_seconds=_number(delay_seconds))
+
+
+def _number(value: float | None) -> float | None:
+    # Stored as REAL: 5 comes back 5.0; answer with the whole number as it was given.
+    return int(value) if value is not None and float(value).is_integer() else value
 
 
 def _checked_choice(field: str, value: Any, choices: tuple[str, ...]) -> str:

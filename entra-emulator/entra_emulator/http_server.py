@@ -1,5 +1,21 @@
-"""The emulator's HTTP server: werkzeug's threaded WSGI server with HTTP/1.1 keep-alive, the
-TLS handshake on each connection's own thread, and a log line without query strings.
+"""The emulator's HTTP server: cheroot, CherryPy's WSGI server, used through its public API.
+
+What it gives: HTTP/1.1 keep-alive, a fixed pool of worker threads (a connection holds a thread
+only while a request is being read or answered; idle kept-alive connections wait in one
+selector), and TLS through its SSL adapter interface.
+
+Two things are our own, both through cheroot's public extension points, both so that a client
+that connects and says nothing stalls nobody:
+
+- the TLS adapter (cheroot.ssl.Adapter) below: cheroot's builtin adapter runs the handshake
+  inside accept(), on the one thread that accepts, so one silent client would stall every
+  other until it times out. Ours wraps the socket without a handshake; the handshake runs on
+  a worker thread when the client's first bytes arrive (within HANDSHAKE_SECONDS).
+- `process_conn`: cheroot hands a new connection to a worker thread at once, where it waits
+  for its first request; 16 silent connections would hold all 16 threads. Ours first puts a
+  new connection in the selector where kept-alive connections wait (`put_conn`), so it holds a
+  thread only once it has sent something. Idle connections are closed after
+  CONNECTION_TIMEOUT_SECONDS either way.
 
 It knows nothing of Entra; server.py runs the emulator's app on it (and bench/ runs a bare
 Flask app on it, as a baseline for the same server).
@@ -7,263 +23,170 @@ Flask app on it, as a baseline for the same server).
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import os
 import socket
 import ssl
-import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from werkzeug.exceptions import InternalServerError
-from werkzeug.serving import (
-    BaseWSGIServer,
-    WSGIRequestHandler,
-    connection_dropped_errors,
-    get_sockaddr,
-    make_server,
-    select_address_family,
-)
+from cheroot import errors as cheroot_errors
+from cheroot.makefile import StreamReader, StreamWriter
+from cheroot.ssl import Adapter
+from cheroot.wsgi import Server as WSGIServer
 
-# An idle keep-alive connection is closed after this long (its thread waits meanwhile).
-KEEP_ALIVE_IDLE_SECONDS = 75
-MAX_BODY_TO_SKIP_BYTES = 1024 * 1024
-RESPONSE_BUFFER_BYTES = 64 * 1024
+# Requests answered at once per process; more wait in the queue. Idle connections hold none.
+THREADS = 16
+# A connection idle this long (between requests, or mid-request) is closed.
+CONNECTION_TIMEOUT_SECONDS = 30
+# Idle kept-alive connections held at once; past it, answers close their connection.
+MAX_KEEP_ALIVE_CONNECTIONS = 256
+LISTEN_BACKLOG = 1024
+MAX_HEADER_BYTES = 1024 * 1024
+# A TLS client that has begun its handshake has this long to finish it.
+HANDSHAKE_SECONDS = 10
+# How long stop() waits for requests in progress.
+SHUTDOWN_SECONDS = 5
+Application = Callable[..., Iterable[bytes]]
 
 
 class PortInUseError(OSError):
     """The port asked for is taken (the message names it)."""
 
 
-class _RequestInput:
-    """The connection's input stream. While a request is handled, `read` stops at the end of
-    its body, so nothing past it (the next request on the connection) is ever consumed."""
+class _HandshakeOnFirstRead(socket.SocketIO):
+    """The raw stream of a TLS connection whose handshake has not run: the first read runs it,
+    on the worker thread that reads. A failed handshake (plain HTTP, a client gone, a timeout)
+    is cheroot's FatalSSLAlert, which closes the connection without an answer."""
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self.remaining: int | None = None   # unread body bytes; None between requests
+    def __init__(self, sock: ssl.SSLSocket, mode: str) -> None:
+        super().__init__(sock, mode)
+        self._tls = sock
+        self._handshake_done = False
 
-    def readline(self, size: int = -1) -> bytes:
-        return self._stream.readline(size)
+    def readinto(self, buffer: Any) -> int | None:
+        if not self._handshake_done:
+            timeout = self._tls.gettimeout()
+            try:
+                self._tls.settimeout(HANDSHAKE_SECONDS)
+                self._tls.do_handshake()
+            except (OSError, ValueError) as problem:
+                raise cheroot_errors.FatalSSLAlert(str(problem)) from None
+            finally:
+                self._tls.settimeout(timeout)
+            self._handshake_done = True
+        return super().readinto(buffer)
 
-    def read(self, size: int | None = -1) -> bytes:
-        if self.remaining is None:
-            return self._stream.read(size)
-        if size is None or size < 0 or size > self.remaining:
-            size = self.remaining
-        data = self._stream.read(size) if size else b""
-        self.remaining -= len(data)
-        return data
 
-    def close(self) -> None:
-        self._stream.close()
+class _TLSReader(StreamReader):
+    def __init__(self, sock: ssl.SSLSocket, mode: str = "rb", bufsize: int = -1) -> None:
+        # cheroot's StreamReader, over the raw stream above instead of a plain SocketIO.
+        super(StreamReader, self).__init__(_HandshakeOnFirstRead(sock, mode),
+                                           bufsize if bufsize > 0 else 8192)
+        self.bytes_read = 0
+
+
+class DeferredHandshakeTLS(Adapter):
+    """A cheroot SSL adapter for an ssl.SSLContext, with the handshake off the accept thread."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(None, None)
+        self.context = context
+
+    def bind(self, sock: socket.socket) -> socket.socket:
+        return sock
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        wrapped = self.context.wrap_socket(sock, server_side=True,
+                                           do_handshake_on_connect=False)
+        return wrapped, self.get_environ()
+
+    def get_environ(self, sock: Any = None) -> dict[str, str]:
+        return {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+    def makefile(self, sock: Any, mode: str = "r", bufsize: int = -1) -> Any:
+        if "r" in mode:
+            return _TLSReader(sock, mode, bufsize)
+        return StreamWriter(sock, mode, bufsize if bufsize > 0 else 8192)
+
+
+class _Server(WSGIServer):
+    """cheroot's WSGI server; a new connection waits in the selector for its first bytes."""
+
+    def process_conn(self, conn: Any) -> None:
+        if not getattr(conn, "entra_emulator_waited", False):
+            conn.entra_emulator_waited = True
+            self.put_conn(conn)   # back here, to a worker thread, once it is readable
+            return
+        super().process_conn(conn)
+
+
+class HTTPServer:
+    """One listening port served by cheroot. `listen()` makes one; `serve_forever()` serves
+    (on the calling thread) until `shutdown()`."""
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
 
     @property
-    def closed(self) -> bool:
-        return self._stream.closed
+    def port(self) -> int:
+        return int(self._server.bind_addr[1])
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self._server.bind_addr[0], self.port
+
+    @property
+    def app(self) -> Application:
+        return self._server.wsgi_app
+
+    @app.setter
+    def app(self, app: Application) -> None:
+        self._server.wsgi_app = app
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._server.expiration_interval = poll_interval
+        self._server.serve()
+
+    def shutdown(self) -> None:
+        """Stop accepting, finish the requests in progress, close every connection."""
+        if self._server.ready:
+            self._server.stop()
+
+    server_close = shutdown
 
 
-class EmulatorRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler, with HTTP/1.1 keep-alive and a log line without query strings.
-
-    werkzeug closes every connection because http.server cannot tell where a request body
-    ends; here the body is bounded by Content-Length (chunked requests still close), so
-    clients reuse their TLS connections, as they do with Entra. Without that, every token
-    request would pay a TLS handshake. For the same reason `run_wsgi` is our own (see there).
-    """
-
-    # A buffered wfile: the status line and headers wait for the body, so a response leaves
-    # in one TLS record and one send instead of two (each send is a system call and a wake-up
-    # of the client). _Response flushes after each piece of body, so streaming still streams.
-    wbufsize = RESPONSE_BUFFER_BYTES
-    disable_nagle_algorithm = True   # a flush goes out at once
-    timeout = KEEP_ALIVE_IDLE_SECONDS
-
-    def setup(self) -> None:
-        super().setup()
-        self.rfile = _RequestInput(self.rfile)  # type: ignore[assignment]
-        self._keep_alive = False
-        self.server.open_connections.add(self.connection)  # type: ignore[attr-defined]
-
-    def handle(self) -> None:
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except (OSError, ValueError):
-                return   # not TLS, or the client went away: nothing to answer
-        super().handle()
-
-    def finish(self) -> None:
-        self.server.open_connections.discard(self.connection)  # type: ignore[attr-defined]
-        super().finish()
-
-    def handle_one_request(self) -> None:
-        self._keep_alive = False
-        self.rfile.remaining = None  # type: ignore[attr-defined]
-        super().handle_one_request()
-        unread = self.rfile.remaining or 0  # type: ignore[attr-defined]
-        if unread:
-            # The app answered without reading the whole body: skip the rest, unless it is
-            # too big to be worth it, then close instead.
-            if self.close_connection or unread > MAX_BODY_TO_SKIP_BYTES:
-                self.close_connection = True
-            else:
-                try:
-                    skipped = len(self.rfile.read(unread))
-                except OSError:
-                    skipped = 0
-                self.close_connection = skipped < unread
-        self.rfile.remaining = None  # type: ignore[attr-defined]
-
-    def make_environ(self) -> dict[str, Any]:
-        environ = super().make_environ()
-        chunked = bool(environ.get("wsgi.input_terminated"))
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        self._keep_alive = self.request_version == "HTTP/1.1" and not chunked and length >= 0
-        if not chunked:
-            self.rfile.remaining = max(length, 0)  # type: ignore[attr-defined]
-        return environ
-
-    def run_wsgi(self) -> None:
-        """Run the app for this request and send its answer.
-
-        werkzeug's own run_wsgi is written for a connection it closes after each response: it
-        sends `Connection: close`, then reads whatever the client sends for up to 10 ms to
-        drain the socket. On a kept-alive connection that is the next request (_RequestInput
-        keeps it from being read), and the drain still costs a selector and four system calls
-        per request, each handing the GIL to another request's thread. Here the connection
-        stays open unless the request or an error says otherwise, and handle_one_request skips
-        a body the app left unread.
-        """
-        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.wfile.flush()   # the client waits for it before sending the body
-        self.environ = environ = self.make_environ()
-        if not self._keep_alive:
-            self.close_connection = True
-        response = _Response(self, environ)
-        try:
-            response.run(self.server.app)
-        except connection_dropped_errors as error:
-            self.close_connection = True
-            self.connection_dropped(error, environ)
-        except Exception:
-            if self.server.passthrough_errors:
-                raise
-            self.close_connection = True
-            self.server.log("error", "Error on request:\n%s", traceback.format_exc())
-            if not response.started:   # else the client gets a cut answer and a closed line
-                with contextlib.suppress(OSError):   # the connection is closing anyway
-                    _Response(self, environ).run(InternalServerError())
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # Method, path and status only: query strings can carry id_token_hint, codes and
-        # state, which must never reach a log.
-        path = self.path.split("?", 1)[0]
-        self.log("info", '"%s %s" %s', self.command, path, code)
-
-
-class _Response:
-    """One WSGI response on a kept-alive connection: the status line and headers before the
-    first piece of body, `Content-Length` from the app or else chunked encoding, and
-    `Connection: close` only when the connection is to close."""
-
-    def __init__(self, handler: EmulatorRequestHandler, environ: dict[str, Any]) -> None:
-        self.handler = handler
-        self.environ = environ
-        self.status = ""
-        self.headers: list[tuple[str, str]] = []
-        self.started = False
-        self.chunked = False
-
-    def run(self, app: Callable[..., Iterable[bytes]]) -> None:
-        body = app(self.environ, self.start_response)
-        try:
-            for data in body:
-                self.write(data)
-            if not self.started:
-                self.write(b"")
-            if self.chunked:
-                self.handler.wfile.write(b"0\r\n\r\n")
-                self.handler.wfile.flush()
-        finally:
-            if hasattr(body, "close"):
-                body.close()
-
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
-        if exc_info is not None:
-            try:
-                if self.started:   # PEP 3333: too late to change the answer
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.status:
-            raise AssertionError("start_response was called twice")
-        self.status, self.headers = status, headers
-        return self.write
-
-    def write(self, data: bytes) -> None:
-        if not self.started:
-            self._send_head()
-        wfile = self.handler.wfile
-        if data:
-            if self.chunked:
-                wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            else:
-                wfile.write(data)
-        wfile.flush()
-
-    def _send_head(self) -> None:
-        self.started = True
-        handler = self.handler
-        code, _, reason = self.status.partition(" ")
-        status = int(code)
-        handler.send_response(status, reason)
-        names = set()
-        for name, value in self.headers:
-            handler.send_header(name, value)
-            names.add(name.lower())
-        # RFC 9112 §6.3: without a length the body ends at a chunk of size 0 (or the close).
-        if not ("content-length" in names or self.environ["REQUEST_METHOD"] == "HEAD"
-                or 100 <= status < 200 or status in (204, 304)):
-            self.chunked = True
-            handler.send_header("Transfer-Encoding", "chunked")
-        if handler.close_connection:
-            handler.send_header("Connection", "close")
-        handler.end_headers()
-
-
-def listen(host: str, port: int, app: Callable[..., Iterable[bytes]],
-           context: ssl.SSLContext | None) -> BaseWSGIServer:
-    """A threaded server for `app` on host:port (0 picks a free port), https when `context`
-    is given. Call its `serve_forever()` to serve."""
-    # We bind the socket ourselves: werkzeug answers a taken port with sys.exit(1).
-    family = select_address_family(host, port)
-    listener = socket.socket(family, socket.SOCK_STREAM)
+def listen(host: str, port: int, app: Application, context: ssl.SSLContext | None, *,
+           reuse_port: bool = False, threads: int = THREADS) -> HTTPServer:
+    """A server for `app` on host:port (0 picks a free port), https when `context` is given,
+    bound and listening on return. `reuse_port`: several processes may listen on the port
+    (SO_REUSEPORT; the kernel spreads connections over them)."""
+    server = _Server((bind_address(host), port), app, numthreads=threads, server_name=host,
+                        request_queue_size=LISTEN_BACKLOG, timeout=CONNECTION_TIMEOUT_SECONDS,
+                        shutdown_timeout=SHUTDOWN_SECONDS, reuse_port=reuse_port)
+    server.keep_alive_conn_limit = MAX_KEEP_ALIVE_CONNECTIONS
+    server.max_request_header_size = MAX_HEADER_BYTES
+    server.software = "entra-emulator"
+    if context is not None:
+        server.ssl_adapter = DeferredHandshakeTLS(context)
     try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(get_sockaddr(host, port, family))
-        listener.listen(128)
-        server = make_server(host, port, app, threaded=True,
-                             request_handler=EmulatorRequestHandler, fd=listener.fileno())
+        server.prepare()
     except OSError as problem:
-        if problem.errno == errno.EADDRINUSE:
-            raise PortInUseError(problem.errno, f"port {port} on {host} is already in use; "
+        # cheroot reports every bind failure as one message; name a taken port plainly.
+        if os.strerror(errno.EADDRINUSE) in str(problem):
+            raise PortInUseError(errno.EADDRINUSE, f"port {port} on {host} is already in use; "
                                  "stop what uses it or choose another port "
                                  "(0 picks a free one)") from None
         raise
-    finally:
-        listener.close()   # the server holds its own duplicate of the socket
-    if context is not None:
-        # werkzeug would wrap with the TLS handshake inside accept(), on the one thread that
-        # accepts: a client that connects and says nothing would stall every other client.
-        # Here each connection's handshake runs on its own handler thread.
-        server.socket = context.wrap_socket(server.socket, server_side=True,
-                                            do_handshake_on_connect=False)
-        server.ssl_context = context
-    server.open_connections = set()  # type: ignore[attr-defined]
-    return server
+    return HTTPServer(server)
+
+
+def bind_address(host: str) -> str:
+    """The address to bind: an IP as given, a name's first IPv4 address (as werkzeug binds
+    `localhost`: 127.0.0.1, which every client falls back to)."""
+    if ":" in host:
+        return host.strip("[]")
+    try:
+        return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    except socket.gaierror:
+        return host

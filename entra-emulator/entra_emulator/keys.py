@@ -2,7 +2,8 @@
 
 `kid` and `x5t` are both the base64url SHA-1 thumbprint of the key's certificate, and the
 JWKS carries the certificate in `x5c` (entra-protocol.md §1.6). Keys persist in the state
-folder, so tokens stay verifiable across restarts; a rotation keeps the old key published.
+database (db.py), so tokens stay verifiable across restarts and every worker signs with the
+same key; a rotation keeps the old key published.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-KEYS_FILE = "signing_keys.json"
+from entra_emulator.db import StateDB
+
 # Entra publishes a handful of keys; we keep the current one and the last two retired ones.
 PUBLISHED_KEY_COUNT = 3
 # The subject of Entra's own token-signing certificates.
@@ -115,18 +116,47 @@ def _self_signed_certificate(private_key: rsa.RSAPrivateKey) -> x509.Certificate
 
 
 class KeyStore:
-    """The published signing keys (newest last) and the current one. Thread-safe."""
+    """The published signing keys (newest last) and the current one, in the state database
+    shared by every worker. Thread-safe; each process keeps the keys loaded and reloads them
+    when the database's key generation moves (a rotation on another worker)."""
 
-    def __init__(self, state_dir: str | Path) -> None:
-        ensure_private_dir(Path(state_dir))
-        self._path = Path(state_dir) / KEYS_FILE
-        make_private(self._path)
+    def __init__(self, state_dir: str | Path | None = None, db: StateDB | None = None) -> None:
+        if db is None:
+            db = StateDB.open(state_dir) if state_dir is not None else StateDB.in_memory()
+        self._db = db
         self._lock = threading.Lock()
         self._unpublished: SigningKey | None = None
-        loaded = self._load()
-        self._published: tuple[SigningKey, ...] = loaded or (SigningKey.generate(),)
-        if not loaded:
-            self._save()
+        self._published: tuple[SigningKey, ...] = ()
+        self._generation: int | None = None
+        if self._db.one("SELECT 1 FROM signing_keys") is None:
+            fresh = SigningKey.generate()   # outside the lock: it takes a while
+            with self._db.write() as connection:
+                if connection.execute("SELECT 1 FROM signing_keys").fetchone() is None:
+                    _insert(connection, fresh)
+        self.sync(self._db.one("SELECT keys_generation FROM shared")[0])
+
+    def sync(self, generation: int) -> None:
+        """Reload the keys if `generation` (shared.keys_generation) is not the one loaded."""
+        if generation == self._generation:
+            return
+        with self._lock:
+            rows = self._db.all("SELECT kid, private_key, certificate FROM signing_keys "
+                                "ORDER BY seq DESC LIMIT ?", (PUBLISHED_KEY_COUNT,))
+            loaded = {key.kid: key for key in self._published}
+            keys = []
+            for kid, private_key, certificate in reversed(rows):
+                if kid in loaded:   # parsing a key costs milliseconds: only the new ones
+                    keys.append(loaded[kid])
+                    continue
+                try:
+                    keys.append(SigningKey.from_json({"private_key": private_key,
+                                                      "certificate": certificate}))
+                except (ValueError, TypeError) as problem:
+                    raise RuntimeError(f"{self._db.path}: unreadable signing key ({problem}); "
+                                       "delete the state folder to start with new "
+                                       "keys") from None
+            self._published = tuple(keys)
+            self._generation = generation
 
     @property
     def current(self) -> SigningKey:
@@ -154,11 +184,19 @@ class KeyStore:
         return None
 
     def rotate(self) -> SigningKey:
-        """A new current key; the previous ones stay published (up to PUBLISHED_KEY_COUNT)."""
+        """A new current key; the previous ones stay published (up to PUBLISHED_KEY_COUNT), on
+        every worker."""
         new_key = SigningKey.generate()
-        with self._lock:
+        with self._db.write() as connection:
+            _insert(connection, new_key)
+            # Only the published keys are kept: a retired key signs nothing and verifies nothing.
+            connection.execute("DELETE FROM signing_keys WHERE seq NOT IN (SELECT seq FROM "
+                               "signing_keys ORDER BY seq DESC LIMIT ?)", (PUBLISHED_KEY_COUNT,))
+            connection.execute("UPDATE shared SET keys_generation = keys_generation + 1")
+            generation = connection.execute("SELECT keys_generation FROM shared").fetchone()[0]
+        with self._lock:   # the new key as generated, not read back
             self._published = (*self._published, new_key)[-PUBLISHED_KEY_COUNT:]
-            self._save()
+        self.sync(generation)
         return new_key
 
     def publish_new_key(self) -> SigningKey:
@@ -171,20 +209,11 @@ class KeyStore:
                 self._unpublished = SigningKey.generate()
             return self._unpublished
 
-    def _load(self) -> tuple[SigningKey, ...] | None:
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-            keys = tuple(SigningKey.from_json(item) for item in data["keys"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as problem:
-            raise RuntimeError(f"{self._path}: unreadable signing keys ({problem}); delete the "
-                               "file to start with new keys") from None
-        return keys or None
 
-    def _save(self) -> None:
-        document = {"keys": [key.to_json() for key in self._published]}
-        write_private_file(self._path, json.dumps(document, indent=1))
+def _insert(connection: Any, key: SigningKey) -> None:
+    data = key.to_json()
+    connection.execute("INSERT INTO signing_keys (kid, private_key, certificate) "
+                       "VALUES (?, ?, ?)", (data["kid"], data["private_key"], data["certificate"]))
 
 
 def ensure_private_dir(path: Path) -> None:

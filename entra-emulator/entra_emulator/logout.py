@@ -13,7 +13,6 @@ signed-out page (RFC 9700 §4.11.2: never an open redirector). What vouches for 
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -57,16 +56,12 @@ def session_client_ids(sid: str) -> set[str]:
     """The apps the SSO session `sid` signed in to: those holding a code issued in it (until
     the code is forgotten) or a refresh token from such a code.
 
-    Read from the stores' records (state.py has no per-session index of apps): a scan, which
-    sign-out, being rare, can afford. An app that got only a code, long expired, and no
-    refresh token is no longer found; its sign-out then needs client_id or id_token_hint."""
+    Read from the stores' records by their `sid` index. An app that got only a code, long
+    expired, and no refresh token is no longer found; its sign-out then needs client_id or
+    id_token_hint."""
     state = current_state()
-    found: set[str] = set()
-    for store, records in ((state.codes, "_codes"), (state.refresh_tokens, "_grants")):
-        with getattr(store, "_lock", None) or contextlib.nullcontext():
-            held = list(getattr(store, records, {}).values())
-        found.update(record.client_id for record in held if record.sid == sid)
-    return found
+    return state.codes.client_ids_for_session(sid) | \
+        state.refresh_tokens.client_ids_for_session(sid)
 
 
 def registered_logout_uri(uri: str | None, session: Session | None) -> str | None:

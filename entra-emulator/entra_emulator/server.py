@@ -1,14 +1,14 @@
-"""Run the emulator: two werkzeug servers in threads, https (everything MSAL and Graph clients
-call) and plain http on loopback (only the browser-facing pages, so a browser shows no
-certificate warning).
+"""Run the emulator: two servers (http_server.py: cheroot) in threads, https (everything MSAL
+and Graph clients call) and plain http on loopback (only the browser-facing pages, so a browser
+shows no certificate warning). `serve(workers=N)` runs N such processes (workers.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,13 +17,12 @@ from types import TracebackType
 from typing import Any
 
 from flask import Flask
-from werkzeug.serving import BaseWSGIServer
 
 from entra_emulator.app import EmulatorConfig, create_app
 from entra_emulator.context import EXTENSION_KEY
 from entra_emulator.directory import Directory, load_directory
+from entra_emulator.http_server import HTTPServer, listen
 from entra_emulator.http_server import PortInUseError as PortInUseError  # callers import it here
-from entra_emulator.http_server import listen
 from entra_emulator.keys import ensure_private_dir, write_private_file
 from entra_emulator.state import EmulatorState
 from entra_emulator.tls import TlsFiles, ensure_tls_files
@@ -33,7 +32,8 @@ BROWSER_PATHS = re.compile(
     r"^/(static/.+"
     r"|[^/]+/oauth2/v2\.0/(authorize|logout)"
     r"|[^/]+/oauth2/logout"
-    r"|[^/]+/(login|consent))$")
+    r"|[^/]+/(login|consent)"
+    r"|devicelogin(/complete)?)$")
 STARTUP_TIMEOUT_SECONDS = 10
 
 
@@ -63,13 +63,19 @@ class EmulatorServer:
     def __init__(self, directory: str | Path | Directory | None = None,
                  state_dir: str | Path = ".emulator", host: str = "localhost",
                  https_port: int = 0, http_port: int = 0,
-                 authorization_response_iss: bool = False) -> None:
+                 authorization_response_iss: bool = False, reuse_port: bool = False,
+                 access_log: bool = False, worker: str | None = None) -> None:
         self._directory_source = directory
+        # reuse_port: other processes listen on the same ports (workers.py); access_log: a line
+        # per request on stderr (the command line's).
+        self._reuse_port = reuse_port
+        self._access_log = access_log
+        self.worker = worker   # which worker this is (workers.py): X-Emulator-Worker
         self.authorization_response_iss = authorization_response_iss   # RFC 9207, app.py
         self.state_dir = Path(state_dir)
         self.host = host
         self._requested_ports = (https_port, http_port)
-        self._servers: list[BaseWSGIServer] = []
+        self._servers: list[HTTPServer] = []
         self._threads: list[threading.Thread] = []
         self.app: Flask | None = None
         self.tls: TlsFiles | None = None
@@ -107,8 +113,9 @@ class EmulatorServer:
         except BaseException:
             self._close_servers()
             raise
-        secure.app = self.app
-        plain.app = BrowserOnly(self.app)  # type: ignore[assignment]
+        app: Any = AccessLog(self.app, self.worker) if self._access_log else self.app
+        secure.app = app
+        plain.app = BrowserOnly(app)
         for server in self._servers:
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                       name=f"entra-emulator:{server.port}", daemon=True)
@@ -117,16 +124,12 @@ class EmulatorServer:
         self._wait_until_listening()
         return self
 
-    def _listen(self, port: int, context: ssl.SSLContext | None) -> BaseWSGIServer:
-        return listen(self.host, port, _not_ready, context)
+    def _listen(self, port: int, context: ssl.SSLContext | None) -> HTTPServer:
+        return listen(self.host, port, _not_ready, context, reuse_port=self._reuse_port)
 
     def stop(self) -> None:
         for server in self._servers:
-            server.shutdown()
-            # Kept-alive connections would otherwise go on being served after the stop.
-            for connection in list(server.open_connections):  # type: ignore[attr-defined]
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
+            server.shutdown()   # kept-alive connections are closed too
         for thread in self._threads:
             thread.join(timeout=5)
         self._close_servers()
@@ -212,6 +215,27 @@ class EmulatorServer:
         return self.tls
 
 
+class AccessLog:
+    """WSGI middleware: `"METHOD /path" status` on stderr per request, never the query string
+    (it can carry id_token_hint, codes and state); with `worker`, an X-Emulator-Worker header
+    naming the worker that answered."""
+
+    def __init__(self, app: Flask, worker: str | None = None) -> None:
+        self.app = app
+        self.worker = worker
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[
+            bytes]:
+        def logging_start_response(status: str, headers: Any, *args: Any) -> Any:
+            print(f'{environ.get("REMOTE_ADDR", "-")} "{environ.get("REQUEST_METHOD")} '
+                  f'{environ.get("PATH_INFO", "")}" {status.split(" ", 1)[0]}',
+                  file=sys.stderr, flush=True)
+            if self.worker is not None:
+                headers = [*headers, ("X-Emulator-Worker", self.worker)]
+            return start_response(status, headers, *args)
+        return self.app(environ, logging_start_response)
+
+
 def _not_ready(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     start_response("503 SERVICE UNAVAILABLE", [("Content-Type", "text/plain")])
     return [b"starting\n"]
@@ -271,28 +295,48 @@ def describe(emulator: EmulatorServer, settings: dict[str, str]) -> str:
 
 def serve(directory: str | Path | None = None, state_dir: str | Path = ".emulator",
           host: str = "localhost", https_port: int = 8443, http_port: int = 8080,
-          env_file: str | Path | None = None, authorization_response_iss: bool = False) -> None:
-    """Run until Ctrl-C or SIGTERM."""
+          env_file: str | Path | None = None, authorization_response_iss: bool = False,
+          workers: int = 1) -> None:
+    """Run until Ctrl-C or SIGTERM: in this process, or in `workers` processes (workers.py)."""
     import signal
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    emulator = EmulatorServer(directory=directory, state_dir=state_dir, host=host,
-                              https_port=https_port, http_port=http_port,
-                              authorization_response_iss=authorization_response_iss).start()
+    emulator: Any
+    if workers == 1:
+        emulator = EmulatorServer(directory=directory, state_dir=state_dir, host=host,
+                                  https_port=https_port, http_port=http_port,
+                                  authorization_response_iss=authorization_response_iss,
+                                  access_log=True)
+    else:
+        from entra_emulator.workers import WorkerPool
+
+        emulator = WorkerPool(workers, directory, state_dir, host, https_port, http_port,
+                              authorization_response_iss)
     try:
-        settings = env_settings(emulator)
-        print(describe(emulator, settings), flush=True)
-        if env_file is not None:
-            write_env_file(env_file, settings)
-        where = f"; settings in {env_file}" if env_file is not None else ""
-        print(f"Ready: {emulator.authority} (sign-in pages on {emulator.http_base}){where}. "
-              "Ctrl-C stops.", flush=True)
-        while not stop.wait(0.5):
-            pass
+        endpoints = emulator.start() if workers == 1 else emulator.prepare()
+        if workers != 1:
+            emulator.start()
+            print(f"{workers} workers", flush=True)
+        _announce(endpoints, env_file)
+        if workers == 1:
+            while not stop.wait(0.5):
+                pass
+        else:
+            emulator.watch(stop)
     except KeyboardInterrupt:
         pass
     finally:
         emulator.stop()
         signal.signal(signal.SIGTERM, previous)
         print("Emulator stopped.", flush=True)
+
+
+def _announce(emulator: Any, env_file: str | Path | None) -> None:
+    settings = env_settings(emulator)
+    print(describe(emulator, settings), flush=True)
+    if env_file is not None:
+        write_env_file(env_file, settings)
+    where = f"; settings in {env_file}" if env_file is not None else ""
+    print(f"Ready: {emulator.authority} (sign-in pages on {emulator.http_base}){where}. "
+          "Ctrl-C stops.", flush=True)

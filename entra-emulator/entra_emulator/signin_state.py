@@ -1,23 +1,26 @@
-"""What the browser-facing side remembers, in memory: SSO sessions (the ESTSAUTH cookie) and
-sign-ins in progress (the `ctx` of the sign-in and consent forms). Re-exported by state.py.
+"""What the browser-facing side remembers, in the shared state database (db.py): SSO sessions
+(the ESTSAUTH cookie) and sign-ins in progress (the `ctx` of the sign-in and consent forms), so
+the form posted to one worker finds the sign-in another worker started. Re-exported by
+state.py.
 
-Both are bounded in count and lifetime and purged as they expire, oldest first: each store is
-an OrderedDict kept in the order records expire, so a purge looks only at what has expired.
+Both are bounded in count and lifetime and purged as they expire, oldest first: each row has a
+sequence number (sessions take a new one at each use), and a new row drops those more than the
+limit behind it, one indexed range delete.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import secrets
-import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from entra_emulator.db import StateDB
+from entra_emulator.records import Clock, Purge, digest
+
 if TYPE_CHECKING:
     from entra_emulator.directory import User
-    from entra_emulator.state import Clock
 
 # Entra: "the default configuration for user sign-in frequency is a rolling window of 90 days"
 # (Conditional Access, sign-in frequency). A session unused for that long is forgotten.
@@ -28,13 +31,11 @@ MAX_SSO_SESSIONS = 100_000
 # not hours; the exact figure is not documented.
 PENDING_SIGN_IN_LIFETIME_SECONDS = 600
 # Sign-ins in progress held at once; beyond it the oldest is dropped. Each holds a request
-# bounded by request_limits.py, so this bounds their memory.
+# bounded by request_limits.py, so this bounds their size.
 MAX_PENDING_SIGN_INS = 4000
 
 
-def _digest(token: str) -> str:
-    # Stores hold a hash, never the credential itself.
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+_digest = digest   # stores hold a hash, never the credential itself
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,58 +51,56 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by cookie hash, least recently used first; each use moves a session to the end
-    and restarts its window."""
+    """Sessions by cookie hash; each use gives a session the next sequence number and restarts
+    its window."""
 
-    def __init__(self, clock: Clock, *, limit: int = MAX_SSO_SESSIONS) -> None:
+    def __init__(self, clock: Clock, *, limit: int = MAX_SSO_SESSIONS,
+                 db: StateDB | None = None) -> None:
         self._clock = clock
         self._limit = limit
-        self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, tuple[Session, float]] = OrderedDict()
+        self._db = db or StateDB.in_memory()
+        self._purge = Purge(self._db, clock, "DELETE FROM sessions WHERE last_used < ?",
+                            keep=SSO_SESSION_LIFETIME_SECONDS)
 
     def create(self, user: User, auth_time: int) -> tuple[str, Session]:
         """A new session; returns (cookie value, session)."""
         cookie = secrets.token_urlsafe(32)
         session = Session(sid=str(uuid.uuid4()), session_state=str(uuid.uuid4()),
                           user_id=user.id, auth_time=auth_time)
-        now = self._clock.now()
-        with self._lock:
-            self._purge(now)
-            while len(self._sessions) >= self._limit:
-                self._sessions.popitem(last=False)
-            self._sessions[_digest(cookie)] = (session, now)
+        self._purge()
+        seq = self._db.one(f"INSERT INTO sessions VALUES (?, {_NEXT_SEQ}, ?, ?, ?, ?, ?) "  # noqa: S608
+                           "RETURNING seq", (_digest(cookie), session.sid, session.session_state,
+                                             session.user_id, session.auth_time,
+                                             self._clock.now()))[0]
+        self._db.run("DELETE FROM sessions WHERE seq <= ?", (seq - self._limit,))
         return cookie, session
 
     def get(self, cookie: str | None) -> Session | None:
         if not cookie:
             return None
         key, now = _digest(cookie), self._clock.now()
-        with self._lock:
-            self._purge(now)
-            found = self._sessions.get(key)
-            if found is None:
-                return None
-            self._sessions[key] = (found[0], now)
-            self._sessions.move_to_end(key)
-            return found[0]
+        self._purge()
+        row = self._db.one(f"UPDATE sessions SET seq = {_NEXT_SEQ}, last_used = ? "  # noqa: S608
+                           "WHERE key = ? AND last_used >= ? "
+                           "RETURNING sid, session_state, user_id, auth_time",
+                           (now, key, now - SSO_SESSION_LIFETIME_SECONDS))
+        return Session(*row) if row else None
 
     def end(self, cookie: str | None) -> Session | None:
         if not cookie:
             return None
-        with self._lock:
-            found = self._sessions.pop(_digest(cookie), None)
-        return found[0] if found else None
+        row = self._db.one("DELETE FROM sessions WHERE key = ? "
+                           "RETURNING sid, session_state, user_id, auth_time", (_digest(cookie),))
+        return Session(*row) if row else None
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._sessions)
+        self._purge()
+        return self._db.one("SELECT count(*) FROM sessions")[0]
 
-    def _purge(self, now: float) -> None:
-        while self._sessions:
-            key, (_, last_used) = next(iter(self._sessions.items()))
-            if now - last_used <= SSO_SESSION_LIFETIME_SECONDS:
-                return
-            del self._sessions[key]
+
+# A session's place in the least-recently-used order: after every other (one statement with
+# the insert or update that uses it, so two workers never take the same).
+_NEXT_SEQ = "(SELECT coalesce(max(seq), 0) + 1 FROM sessions)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,26 +122,27 @@ class PendingSignIn:
 class PendingStore:
     """Sign-ins in progress, oldest first."""
 
-    def __init__(self, clock: Clock, *, limit: int = MAX_PENDING_SIGN_INS) -> None:
+    def __init__(self, clock: Clock, *, limit: int = MAX_PENDING_SIGN_INS,
+                 db: StateDB | None = None) -> None:
         self._clock = clock
         self._limit = limit
-        self._lock = threading.Lock()
-        self._pending: OrderedDict[str, PendingSignIn] = OrderedDict()
+        self._db = db or StateDB.in_memory()
+        self._purge = Purge(self._db, clock, "DELETE FROM pending WHERE created_at < ?",
+                            keep=PENDING_SIGN_IN_LIFETIME_SECONDS)
 
     def start(self, request: Any, *, browser: str | None = None) -> PendingSignIn:
         pending = PendingSignIn(ctx=secrets.token_urlsafe(32), request=request,
                                 created_at=self._clock.now(), browser=browser)
-        with self._lock:
-            self._purge()
-            while len(self._pending) >= self._limit:
-                self._pending.popitem(last=False)
-            self._pending[pending.ctx] = pending
+        self._purge()
+        seq = self._db.one("INSERT INTO pending (ctx, record, created_at) VALUES (?, ?, ?) "
+                           "RETURNING seq", (pending.ctx, _pending_text(pending),
+                                             pending.created_at))[0]
+        self._db.run("DELETE FROM pending WHERE seq <= ?", (seq - self._limit,))
         return pending
 
     def get(self, ctx: str | None) -> PendingSignIn | None:
-        with self._lock:
-            self._purge()
-            pending = self._pending.get(ctx or "")
+        row = self._db.one("SELECT record FROM pending WHERE ctx = ?", (ctx or "",))
+        pending = _pending_from(row[0]) if row else None
         if pending is None or self._expired(pending):
             return None
         return pending
@@ -150,25 +150,64 @@ class PendingStore:
     def update(self, pending: PendingSignIn, **changes: Any) -> PendingSignIn:
         """The changed sign-in, stored in its place if it is still held (never re-added)."""
         updated = replace(pending, **changes)
-        with self._lock:
-            if pending.ctx in self._pending:
-                self._pending[pending.ctx] = updated
+        self._db.run("UPDATE pending SET record = ? WHERE ctx = ?",
+                     (_pending_text(updated), pending.ctx))
         return updated
 
     def finish(self, ctx: str) -> None:
-        with self._lock:
-            self._pending.pop(ctx, None)
+        self._db.run("DELETE FROM pending WHERE ctx = ?", (ctx,))
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._pending)
+        self._purge()
+        return self._db.one("SELECT count(*) FROM pending")[0]
 
     def _expired(self, pending: PendingSignIn) -> bool:
         return self._clock.now() - pending.created_at > PENDING_SIGN_IN_LIFETIME_SECONDS
 
-    def _purge(self) -> None:
-        while self._pending:
-            oldest = next(iter(self._pending.values()))
-            if not self._expired(oldest):
-                return
-            del self._pending[oldest.ctx]
+
+def _pending_text(pending: PendingSignIn) -> str:
+    data = {name: getattr(pending, name) for name in pending.__dataclass_fields__}
+    if hasattr(pending.request, "client"):   # an AuthorizationRequest (unit tests use None)
+        data["request"] = request_to_json(pending.request)
+    if data.get("to_ask") is not None:
+        data["to_ask"] = sorted(data["to_ask"])
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _pending_from(text: str) -> PendingSignIn | None:
+    data = json.loads(text)
+    if data.get("to_ask") is not None:
+        data["to_ask"] = frozenset(data["to_ask"])
+    if isinstance(data.get("request"), dict) and "client_id" in data["request"]:
+        data["request"] = request_from_json(data["request"])
+        if data["request"] is None:   # its app left the directory meanwhile
+            return None
+    return PendingSignIn(**data)
+
+
+def request_to_json(request: Any) -> dict[str, Any]:
+    """An authorize.AuthorizationRequest as JSON: its app by id, its scopes by their string."""
+    data = {name: getattr(request, name) for name in request.__dataclass_fields__
+            if name not in ("client", "scopes")}
+    data["prompt"] = sorted(data["prompt"])
+    data["client_id"] = request.client.app_id
+    return data
+
+
+def request_from_json(data: dict[str, Any]) -> Any:
+    """The AuthorizationRequest back, read against this worker's directory."""
+    from entra_emulator.authorize_request import AuthorizationRequest
+    from entra_emulator.context import current_state
+    from entra_emulator.scopes import parse_scopes
+
+    directory = current_state().directory
+    data = dict(data)
+    client = directory.application(data.pop("client_id"))
+    if client is None:
+        return None
+    try:
+        scopes = tuple(parse_scopes(data["scope"], directory))
+    except Exception:   # the scope's API left the directory meanwhile
+        return None
+    return AuthorizationRequest(**{**data, "prompt": frozenset(data["prompt"])}, client=client,
+                                scopes=scopes)

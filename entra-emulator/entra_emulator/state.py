@@ -1,25 +1,29 @@
-"""What the emulator remembers: codes, refresh tokens, SSO sessions, sign-ins in progress
-(in memory) and consents (in the state folder, so they survive a restart). Every in-memory
-store is bounded by its records' lifetimes and purged as they expire.
+"""What the emulator remembers: codes, refresh tokens and their revocations, revoked access
+tokens and consents, in the state database (db.py) that every worker shares, so a request may
+land on any worker and a restart loses nothing Entra would keep. SSO sessions and sign-ins in
+progress are in signin_state.py. Every table is bounded by its records' lifetimes: expired rows
+are purged as new ones come.
 
-Every store is thread-safe: werkzeug serves each request on its own thread.
+Every store is thread-safe and safe across processes: single-use operations (a code's
+redemption, a refresh token's use) are single SQL statements or IMMEDIATE transactions.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import json
-import ssl
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entra_emulator.directory import Directory
-from entra_emulator.keys import KeyStore, b64url, write_private_file
+from entra_emulator.db import VOLATILE_TABLES, StateDB
+from entra_emulator.directory import Directory, parse_directory
+from entra_emulator.keys import KeyStore
+from entra_emulator.records import Clock as Clock
+from entra_emulator.records import Purge, record_from_text, record_text
+from entra_emulator.records import digest as _digest
+from entra_emulator.records import opaque_token as opaque_token
+from entra_emulator.records import random_token as random_token
 
 # The browser-facing stores (SSO sessions, sign-ins in progress) live in signin_state.py and
 # are imported from here as before.
@@ -35,62 +39,6 @@ ID_TOKEN_LIFETIME_SECONDS = 3900       # 65 minutes, as seen on real v2 ID token
 ACCESS_TOKEN_LIFETIME_RANGE = (3600, 5400)
 # How long a redeemed or expired code is remembered, so reuse is told apart from garbage.
 SPENT_CODE_MEMORY_SECONDS = 3600
-
-
-class Clock:
-    """Wall-clock seconds, with an offset tests can move to watch things expire."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-    def reset(self) -> None:
-        self.offset = 0.0
-
-
-def random_token(size: int) -> str:
-    """`size` random bytes, base64url: opaque credentials and the unique values in tokens.
-
-    From OpenSSL's generator (seeded by the operating system, as os.urandom is) rather than
-    the secrets module: a token response draws six such values, and each os.urandom call is a
-    system call that hands the GIL over to another request's thread.
-    """
-    return b64url(ssl.RAND_bytes(size))
-
-
-def opaque_token(prefix: str = "1.A") -> str:
-    """An opaque credential shaped like Entra's ("0.AXkA…" / "1.AXkA…")."""
-    return prefix + random_token(64)
-
-
-def _digest(token: str) -> str:
-    # Stores hold a hash, never the credential itself.
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-class ExpiryQueue:
-    """Store keys in the order they expire. A purge then looks only at what has expired:
-    scanning every record on each issue made each token cost more than the last (under load,
-    thousands of rotated refresh tokens are kept for reuse detection). Not thread-safe; the
-    store's lock guards it."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, str]] = []
-
-    def add(self, expires_at: float, key: str) -> None:
-        heapq.heappush(self._heap, (expires_at, key))
-
-    def pop_expired(self, now: float) -> list[str]:
-        """The keys whose time ended before `now`, removed from the queue."""
-        expired = []
-        while self._heap and self._heap[0][0] < now:
-            expired.append(heapq.heappop(self._heap)[1])
-        return expired
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,39 +67,62 @@ class AuthorizationCode:
     issued_access_tokens: list[str] = field(default_factory=list)
 
 
+_CODE_STATE = ("redeemed", "issued_families", "issued_access_tokens")
+
+
 class CodeStore:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, db: StateDB | None = None) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._codes: dict[str, AuthorizationCode] = {}
-        self._forget_after = ExpiryQueue()
+        self._db = db or StateDB.in_memory()
+        self._purge = Purge(self._db, clock, "DELETE FROM codes WHERE forget_at < ?")
 
     def issue(self, record: AuthorizationCode) -> str:
         code = opaque_token("1.A")
-        key = _digest(code)
-        with self._lock:
-            self._purge()
-            self._codes[key] = record
-            self._forget_after.add(record.expires_at + SPENT_CODE_MEMORY_SECONDS, key)
+        self._purge()
+        self._db.run("INSERT INTO codes (key, record, client_id, sid, forget_at) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     (_digest(code), record_text(record, *_CODE_STATE), record.client_id,
+                      record.sid, record.expires_at + SPENT_CODE_MEMORY_SECONDS))
         return code
 
     def find(self, code: str) -> AuthorizationCode | None:
-        with self._lock:
-            return self._codes.get(_digest(code))
+        row = self._db.one("SELECT record, redeemed, families, utis FROM codes WHERE key = ?",
+                           (_digest(code),))
+        if row is None:
+            return None
+        return record_from_text(AuthorizationCode, row[0], redeemed=bool(row[1]),
+                       issued_families=json.loads(row[2]), issued_access_tokens=json.loads(row[3]))
 
-    def redeem(self, code: str) -> tuple[AuthorizationCode | None, bool]:
-        """The code's record and whether this is its first redemption (atomically marked)."""
-        with self._lock:
-            record = self._codes.get(_digest(code))
-            if record is None:
-                return None, False
-            first = not record.redeemed
-            record.redeemed = True
-            return record, first
+    def redeem(self, code: str, family: str | None = None) -> tuple[AuthorizationCode | None,
+                                                                    bool]:
+        """The code's record and whether this is its first redemption. The first redemption
+        marks the code and records `family` (the refresh token family it issues) in the same
+        statement, so a concurrent second redemption on any worker finds the family to revoke."""
+        families = json.dumps([family] if family else [])
+        row = self._db.one("UPDATE codes SET redeemed = 1, families = ? WHERE key = ? "
+                           "AND redeemed = 0 RETURNING record", (families, _digest(code)))
+        if row is None:
+            return self.find(code), False
+        return record_from_text(AuthorizationCode, row[0], redeemed=True,
+                                issued_families=json.loads(families)), True
 
-    def _purge(self) -> None:
-        for key in self._forget_after.pop_expired(self._clock.now()):
-            del self._codes[key]
+    def mark_reused(self, code: str) -> tuple[list[str], list[str]]:
+        """A redeemed code came back: what its first redemption issued (refresh token families,
+        access token `uti`s), to revoke. Atomic with add_access_token."""
+        row = self._db.one("UPDATE codes SET reused = 1 WHERE key = ? RETURNING families, utis",
+                           (_digest(code),))
+        return (json.loads(row[0]), json.loads(row[1])) if row else ([], [])
+
+    def add_access_token(self, code: str, uti: str) -> bool:
+        """Record an access token issued from the code; True when the code was used again
+        meanwhile (then that token must be revoked too)."""
+        row = self._db.one("UPDATE codes SET utis = json_insert(utis, '$[#]', ?) WHERE key = ? "
+                           "RETURNING reused", (uti, _digest(code)))
+        return row is not None and bool(row[0])
+
+    def client_ids_for_session(self, sid: str) -> set[str]:
+        return {row[0] for row in self._db.all("SELECT client_id FROM codes WHERE sid = ?",
+                                               (sid,))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,70 +145,67 @@ class RefreshGrant:
 
 
 class RefreshTokenStore:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, db: StateDB | None = None) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._grants: dict[str, RefreshGrant] = {}
-        # Revoked family -> when its last grant expires; the revocation is forgotten then (a
-        # token past that is unknown anyway).
-        self._revoked_families: dict[str, float] = {}
-        self._expiry = ExpiryQueue()
-        self._forget_revoked = ExpiryQueue()
+        self._db = db or StateDB.in_memory()
+        # A revoked family is remembered until its last grant expires (a token past that is
+        # unknown anyway).
+        self._purge_grants = Purge(self._db, clock,
+                                   "DELETE FROM refresh_tokens WHERE expires_at < ?")
+        self._purge_revoked = Purge(self._db, clock,
+                                    "DELETE FROM revoked_families WHERE until < ?")
 
     def issue(self, grant: RefreshGrant) -> str:
         token = opaque_token("1.A")
-        key = _digest(token)
-        with self._lock:
-            self._purge()
-            self._grants[key] = grant
-            self._expiry.add(grant.expires_at, key)
-            if grant.expires_at > self._revoked_families.get(grant.family, grant.expires_at):
-                # Issued by a refresh that raced its family's revocation: remember it longer.
-                self._remember_revoked(grant.family, grant.expires_at)
+        self._purge_grants()
+        self._purge_revoked()
+        self._db.run("INSERT INTO refresh_tokens (key, family, client_id, sid, record, "
+                     "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     (_digest(token), grant.family, grant.client_id, grant.sid,
+                      record_text(grant, "used"), grant.expires_at))
+        # Issued by a refresh that raced its family's revocation: remember it longer. (A
+        # revocation after the insert counts this token's expiry itself.)
+        self._db.run("UPDATE revoked_families SET until = max(until, ?) WHERE family = ?",
+                     (grant.expires_at, grant.family))
         return token
 
     def find(self, token: str) -> RefreshGrant | None:
-        with self._lock:
-            return self._grants.get(_digest(token))
+        row = self._db.one("SELECT record, used FROM refresh_tokens WHERE key = ?",
+                           (_digest(token),))
+        return None if row is None else record_from_text(RefreshGrant, row[0], used=bool(row[1]))
 
     def use(self, token: str) -> tuple[RefreshGrant | None, bool]:
-        """The grant and whether it was still usable (atomically marked used)."""
-        with self._lock:
-            grant = self._grants.get(_digest(token))
-            if grant is None:
-                return None, False
-            usable = not grant.used and grant.family not in self._revoked_families
-            grant.used = True
-            return grant, usable
+        """The grant and whether it was still usable (marked used by one statement: of two
+        concurrent uses on any workers, one wins)."""
+        row = self._db.one("UPDATE refresh_tokens SET used = 1 WHERE key = ? AND used = 0 "
+                           "RETURNING record", (_digest(token),))
+        if row is None:
+            return self.find(token), False
+        grant = record_from_text(RefreshGrant, row[0], used=True)
+        return grant, not self.is_revoked(grant.family)
 
     def revoke_family(self, family: str) -> None:
-        with self._lock:
-            self._purge()
-            # Rare (a token came back twice), so scanning the grants for the family is fine.
-            last = max((g.expires_at for g in self._grants.values() if g.family == family),
-                       default=self._clock.now())
-            self._remember_revoked(family, last)
+        with self._db.write() as connection:
+            last = connection.execute("SELECT max(expires_at) FROM refresh_tokens "
+                                      "WHERE family = ?", (family,)).fetchone()[0]
+            # A family with no token yet (a code reused while its first redemption is still
+            # issuing) may get one still: remember it as long as such a token could live.
+            until = last if last is not None else \
+                self._clock.now() + REFRESH_TOKEN_LIFETIME_SECONDS
+            connection.execute("INSERT INTO revoked_families VALUES (?, ?) ON CONFLICT (family) "
+                               "DO UPDATE SET until = max(until, excluded.until)",
+                               (family, until))
 
     def is_revoked(self, family: str) -> bool:
-        with self._lock:
-            return family in self._revoked_families
+        row = self._db.one("SELECT until FROM revoked_families WHERE family = ?", (family,))
+        return row is not None and row[0] >= self._clock.now()
+
+    def client_ids_for_session(self, sid: str) -> set[str]:
+        return {row[0] for row in self._db.all(
+            "SELECT client_id FROM refresh_tokens WHERE sid = ?", (sid,))}
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._grants)
-
-    def _remember_revoked(self, family: str, until: float) -> None:
-        self._revoked_families[family] = max(until, self._revoked_families.get(family, until))
-        self._forget_revoked.add(self._revoked_families[family], family)
-
-    def _purge(self) -> None:
-        now = self._clock.now()
-        for key in self._expiry.pop_expired(now):
-            del self._grants[key]
-        for family in self._forget_revoked.pop_expired(now):
-            # A family revoked again later has a later entry in the queue: keep it till then.
-            if self._revoked_families.get(family, now) < now:
-                del self._revoked_families[family]
+        return self._db.one("SELECT count(*) FROM refresh_tokens")[0]
 
 
 class RevokedAccessTokens:
@@ -246,71 +214,52 @@ class RevokedAccessTokens:
 
     MEMORY_SECONDS = 24 * 3600
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, db: StateDB | None = None) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._utis: set[str] = set()
-        self._forget = ExpiryQueue()
+        self._db = db or StateDB.in_memory()
+        self._purge = Purge(self._db, clock, "DELETE FROM revoked_access_tokens WHERE until < ?")
 
     def update(self, utis: Iterable[str]) -> None:
-        now = self._clock.now()
-        with self._lock:
-            self._purge(now)
-            for uti in utis:
-                self._utis.add(uti)
-                self._forget.add(now + self.MEMORY_SECONDS, uti)
+        until = self._clock.now() + self.MEMORY_SECONDS
+        with self._db.write() as connection:
+            self._purge(connection)
+            connection.executemany("INSERT OR REPLACE INTO revoked_access_tokens VALUES (?, ?)",
+                                   [(uti, until) for uti in utis])
 
     def __contains__(self, uti: object) -> bool:
-        with self._lock:
-            self._purge(self._clock.now())
-            return uti in self._utis
+        if not isinstance(uti, str):
+            return False
+        row = self._db.one("SELECT until FROM revoked_access_tokens WHERE uti = ?", (uti,))
+        return row is not None and row[0] >= self._clock.now()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._utis)
-
-    def _purge(self, now: float) -> None:
-        for uti in self._forget.pop_expired(now):
-            self._utis.discard(uti)
+        self._purge()
+        return self._db.one("SELECT count(*) FROM revoked_access_tokens")[0]
 
 
 # ---------------------------------------------------------------------------------------------
-# Consents (persisted)
+# Consents (kept across restarts)
 # ---------------------------------------------------------------------------------------------
 
 class ConsentStore:
-    """Permissions each user granted each app, in `consents.json` in the state folder."""
+    """Permissions each user granted each app."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self._path = state_dir / "consents.json"
-        self._lock = threading.Lock()
-        self._grants: dict[str, list[str]] = self._load()
-
-    @staticmethod
-    def _key(user_id: str, app_id: str) -> str:
-        return f"{user_id}|{app_id}"
+    def __init__(self, db: StateDB | Path | None = None) -> None:
+        self._db = db if isinstance(db, StateDB) else (
+            StateDB.open(db) if db is not None else StateDB.in_memory())
 
     def granted(self, user_id: str, app_id: str) -> frozenset[str]:
-        with self._lock:
-            return frozenset(self._grants.get(self._key(user_id, app_id), ()))
+        row = self._db.one("SELECT permissions FROM consents WHERE user_id = ? AND app_id = ?",
+                           (user_id, app_id))
+        return frozenset(json.loads(row[0])) if row else frozenset()
 
     def grant(self, user_id: str, app_id: str, permissions: set[str]) -> None:
-        with self._lock:
-            key = self._key(user_id, app_id)
-            self._grants[key] = sorted(set(self._grants.get(key, ())) | permissions)
-            write_private_file(self._path, json.dumps(self._grants, indent=1))
-
-    def _load(self) -> dict[str, list[str]]:
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as problem:
-            raise RuntimeError(f"{self._path}: unreadable consents ({problem}); delete the file "
-                               "to forget all consents") from None
-        if not isinstance(data, dict):
-            raise RuntimeError(f"{self._path}: unreadable consents; delete the file")
-        return {str(k): [str(p) for p in v] for k, v in data.items() if isinstance(v, list)}
+        with self._db.write() as connection:
+            row = connection.execute("SELECT permissions FROM consents WHERE user_id = ? "
+                                     "AND app_id = ?", (user_id, app_id)).fetchone()
+            held = set(json.loads(row[0])) if row else set()
+            connection.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?)",
+                               (user_id, app_id, json.dumps(sorted(held | permissions))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +268,11 @@ class ConsentStore:
 
 @dataclass
 class EmulatorState:
-    """Stored at `app.extensions["entra_emulator"]`; every blueprint works from it."""
+    """Stored at `app.extensions["entra_emulator"]`; every blueprint works from it.
+
+    Each worker holds its own EmulatorState over the shared database; `sync()` (before each
+    request) picks up what another worker or a test changed: the clock, the signing keys, the
+    directory."""
 
     directory: Directory
     keys: KeyStore
@@ -334,11 +287,15 @@ class EmulatorState:
     codes: CodeStore
     refresh_tokens: RefreshTokenStore
     consents: ConsentStore
+    db: StateDB = field(default_factory=StateDB.in_memory)
     # `uti`s of access tokens revoked because their authorization code was used twice.
     revoked_access_tokens: RevokedAccessTokens = field(init=False)
 
     def __post_init__(self) -> None:
-        self.revoked_access_tokens = RevokedAccessTokens(self.clock)
+        self.revoked_access_tokens = RevokedAccessTokens(self.clock, self.db)
+        self.initial_directory = self.directory
+        self._directory_generation = -1
+        self.sync()
 
     def now(self) -> int:
         return int(self.clock.now())
@@ -354,3 +311,58 @@ class EmulatorState:
         """For a resource server: was this access token revoked (RFC 6749 §4.1.2: a code used
         twice revokes the tokens issued from it)?"""
         return claims.get("uti") in self.revoked_access_tokens
+
+    # -- what workers share besides the stores ------------------------------------------------
+
+    def sync(self) -> None:
+        """Catch up with the shared state: one small query, and a reload only of what changed."""
+        offset, keys_generation, directory_generation, faults, defects = self.db.one(
+            "SELECT clock_offset, keys_generation, directory_generation, "
+            "EXISTS (SELECT 1 FROM faults), EXISTS (SELECT 1 FROM defects) FROM shared")
+        self.clock.sync(offset)
+        self.keys.sync(keys_generation)
+        # Most requests then skip looking for a fault or a defect to consume.
+        self.faults.maybe_pending = bool(faults)
+        self.defects.maybe_pending = bool(defects)
+        if directory_generation != self._directory_generation:
+            document, source = self.db.one("SELECT directory, directory_source FROM shared")
+            self.directory = self.initial_directory if document is None else \
+                parse_directory(json.loads(document), Path(source))
+            self._directory_generation = directory_generation
+
+    def change_directory(self, document: dict[str, Any], source: Path) -> None:
+        """Serve `document` (the directory file's shape) from now on, on every worker."""
+        directory = parse_directory(document, source)   # DirectoryError when malformed
+        with self.db.write() as connection:
+            connection.execute("UPDATE shared SET directory = ?, directory_source = ?, "
+                               "directory_generation = directory_generation + 1",
+                               (json.dumps(document), str(source)))
+        self.directory = directory
+        self.sync()
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """What `reset_to` brings back: the signing keys and the consents."""
+        return {"signing_keys": self.db.all("SELECT * FROM signing_keys ORDER BY seq"),
+                "consents": self.db.all("SELECT * FROM consents ORDER BY user_id, app_id")}
+
+    def reset_to(self, snapshot: dict[str, list[tuple]]) -> None:
+        """Back to `snapshot` and the initial directory, with nothing else remembered: no code,
+        token, revocation, session, sign-in in progress, fault or defect; the clock at 0."""
+        with self.db.write() as connection:
+            for table in VOLATILE_TABLES:
+                connection.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table names
+            for table, rows in snapshot.items():
+                held = connection.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608
+                if sorted(held) != sorted(rows):
+                    connection.execute(f"DELETE FROM {table}")  # noqa: S608
+                    if rows:
+                        marks = ", ".join("?" * len(rows[0]))
+                        connection.executemany(
+                            f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608
+                    if table == "signing_keys":
+                        connection.execute(
+                            "UPDATE shared SET keys_generation = keys_generation + 1")
+            connection.execute("UPDATE shared SET clock_offset = 0, directory = NULL, "
+                               "directory_generation = directory_generation + 1 "
+                               "WHERE directory IS NOT NULL OR clock_offset != 0")
+        self.sync()

@@ -19,10 +19,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
-from entra_emulator.app import EmulatorConfig, build_state
-from entra_emulator.context import EXTENSION_KEY
 from entra_emulator.directory import DEFAULT_DIRECTORY, parse_directory
-from entra_emulator.keys import KEYS_FILE
 from entra_emulator.server import EmulatorServer, env_settings
 
 FaultTarget = Literal["graph", "token"]
@@ -31,8 +28,6 @@ Defect = Literal[
     "bad_signature", "alg_none", "hs256_public_key", "wrong_iss", "wrong_aud", "wrong_nonce",
     "missing_sub", "missing_iat", "expired", "iat_future", "no_kid", "unknown_kid",
     "rotated_key", "aud_extra", "azp_wrong", "wrong_sub", "authz_iss_wrong", "authz_iss_missing"]
-# Files of the state folder that hold what a reset must bring back (keys.py, state.py).
-RESET_FILES = (KEYS_FILE, "consents.json")
 META_REFRESH = re.compile(r"""<meta[^>]+http-equiv=["']?refresh["']?[^>]*content=["']?\d+;\s*"""
                           r"""url=([^"'>]+)""", re.I)
 SIGN_IN_LINK = re.compile(r"""<a[^>]+href=["']([^"']+)["'][^>]*>\s*Sign[ -]?in""", re.I)
@@ -111,9 +106,7 @@ class EntraEmulator:
         self._initial_directory = copy.deepcopy(directory)
         self._directory = copy.deepcopy(directory)
         self._source = source
-        self._initial_parsed = server.state.directory  # immutable: reused by every reset
-        self._initial_files = {name: _read(server.state_dir / name) for name in RESET_FILES}
-        self._file_stats = {name: _stat(server.state_dir / name) for name in RESET_FILES}
+        self._initial_state = server.state.snapshot()   # signing keys and consents
         self._directory_changed = False
         self.faults = Faults(server)
         self.defects = Defects(server)
@@ -188,7 +181,8 @@ class EntraEmulator:
         document = copy.deepcopy(self._directory)
         document.setdefault(kind, []).append(copy.deepcopy(entry))
         # Checked as at start: a malformed entry raises DirectoryError naming the field.
-        self.server.state.directory = parse_directory(document, self._source)
+        # Every worker serves it from its next request on (state.py, EmulatorState.sync).
+        self.server.state.change_directory(document, self._source)
         self._directory = document
         self._directory_changed = True
 
@@ -197,25 +191,10 @@ class EntraEmulator:
     def reset(self) -> None:
         """Back to how it started, without a restart: consents, SSO sessions, codes, tokens,
         faults, defects, the clock, the directory and the signing keys."""
-        for name, content in self._initial_files.items():
-            path = self.server.state_dir / name
-            if _stat(path) == self._file_stats.get(name):
-                continue  # untouched since the last reset (most tests): no write
-            if content is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(content)
-            self._file_stats[name] = _stat(path)
         if self._directory_changed:
             self._directory = copy.deepcopy(self._initial_directory)
             self._directory_changed = False
-        app = self.server.app
-        assert app is not None
-        app.extensions[EXTENSION_KEY] = build_state(EmulatorConfig(
-            directory=self._initial_parsed,
-            state_dir=self.server.state_dir, https_base=self.https_base,
-            http_base=self.http_base,
-            authorization_response_iss=self.server.authorization_response_iss))
+        self.server.state.reset_to(self._initial_state)
 
     def stop(self) -> None:
         self.http.close()
@@ -248,23 +227,6 @@ def _directory_document(directory: dict[str, Any] | str | Path | None
         return copy.deepcopy(directory), DEFAULT_DIRECTORY
     path = Path(directory) if directory is not None else DEFAULT_DIRECTORY
     return json.loads(path.read_text(encoding="utf-8")), path
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    """Enough to tell a file was rewritten (the emulator replaces its files atomically, so a
-    rewrite is a new inode)."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -38,7 +37,10 @@ from entra_emulator.claims import (
 from entra_emulator.client_auth import (
     TokenRequest,
     authenticate_client,
+    authenticate_for_family,
+    authenticate_for_redirect,
     basic_credentials,
+    new_family,
     refuse_two_methods,
     requested_client_id,
     required,
@@ -207,7 +209,7 @@ def authorization_code_grant(req: TokenRequest, basic: tuple[str, str] | None) -
     record = state.codes.find(code)
     if record is None:
         raise entra_error("MalformedRequest")
-    client_auth = authenticate_client(req, basic)
+    client_auth = authenticate_for_redirect(req, basic, record.redirect_uri)
     if record.client_id != req.app.app_id:
         raise entra_error("InvalidGrant", reason="The code was issued to another client.")
     redirect_uri = req.required("redirect_uri")
@@ -222,27 +224,30 @@ def authorization_code_grant(req: TokenRequest, basic: tuple[str, str] | None) -
     except EntraError:
         if not record.redeemed:
             raise   # a reuse is answered (and punished) just below
-    record, first_use = state.codes.redeem(code)
+    # The family is recorded with the redemption itself, so a concurrent reuse on any worker
+    # cannot miss it.
+    family = new_family(client_auth)
+    record, first_use = state.codes.redeem(code, family)
     if record is None:   # forgotten meanwhile (long expired)
         raise entra_error("MalformedRequest")
     if not first_use:
         # RFC 6749 §4.1.2: revoke what the first redemption issued.
-        for family in record.issued_families:
-            state.refresh_tokens.revoke_family(family)
-        state.revoked_access_tokens.update(record.issued_access_tokens)
+        families, utis = state.codes.mark_reused(code)
+        for issued in families:
+            state.refresh_tokens.revoke_family(issued)
+        state.revoked_access_tokens.update(utis)
         raise entra_error("CodeAlreadyRedeemed")
     if state.clock.now() > record.expires_at:
         raise entra_error("ExpiredOrRevokedGrant")
     grant = UserGrant(app=req.app, user=_user_of(record.user_id), tenant_id=record.tenant_id,
                       granted=record.granted, sid=record.sid, auth_time=record.auth_time,
-                      include_auth_time=record.include_auth_time, family=str(uuid.uuid4()))
-    # Recorded before the tokens exist, so a concurrent reuse cannot miss the family.
-    record.issued_families.append(grant.family)
+                      include_auth_time=record.include_auth_time, family=family)
     assert requested is not None   # only a reuse (refused above) gets here without one
     body, uti = issue_user_tokens(
         req, grant, requested, nonce=record.nonce, client_auth=client_auth,
         with_refresh_token="offline_access" in record.granted)
-    record.issued_access_tokens.append(uti)
+    if state.codes.add_access_token(code, uti):   # the code came back meanwhile
+        state.revoked_access_tokens.update([uti])
     return body
 
 
@@ -260,7 +265,7 @@ def refresh_token_grant(req: TokenRequest, basic: tuple[str, str] | None) -> dic
     found = state.refresh_tokens.find(token)
     if found is None:
         raise entra_error("MalformedRequest")
-    client_auth = authenticate_client(req, basic)
+    client_auth = authenticate_for_family(req, basic, found.family)
     if found.client_id != req.app.app_id:
         raise entra_error("InvalidGrant", reason="The refresh token was issued to another "
                                                  "client.")
@@ -370,3 +375,8 @@ def token(tenant: str) -> Response:
     except EntraError as err:
         return error_json_response(err)
     return json_response(body)
+
+
+# The grants and endpoints of public clients join GRANTS and this blueprint (and the pages
+# authorize.py's) on import: the password grant and user realm, the device code flow.
+from entra_emulator import device_code, device_login, password_grant  # noqa: E402, F401

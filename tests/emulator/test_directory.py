@@ -28,9 +28,12 @@ def test_default_directory():
     assert directory.photo_path(adele.graph).is_file()
     names = {user.display_name for user in directory.users}
     assert {"Adele Vance", "Megan Bowen", "Alex Wilber", "Diego Siciliani", "Lee Gu"} <= names
-    # The web app first; the Todo API (issue 12) follows it.
-    app, todo_api = directory.applications
+    # The web app first; the Todo API (issue 12) follows it, then a public client (issue 15).
+    app, todo_api, console = directory.applications
     assert todo_api.display_name == "Todo API"
+    assert console.display_name == "python-console" and console.is_fallback_public_client
+    assert console.public_client_redirect_uris == ("http://localhost",)
+    assert not console.password_credentials
     assert app.display_name == "python-webapp"
     assert app.redirect_uris == ("http://localhost:5000/getAToken", "http://localhost:5000/")
     assert app.password_credentials[0].secret_text == "emulator-dev-secret"

@@ -213,7 +213,7 @@ def test_token_fault_bodies_are_entras_full_error_shape(emulator, default_app, k
     emulator.faults.add("token", kind)
     response = client_credentials(emulator, default_app)
     body = assert_entra_error(response, status, error, code)
-    assert body["error_description"].startswith(f"AADSTS{code}: {text}\r\nTrace ID: ")
+    assert body["error_description"].startswith(f"AADSTS{code}: {text} Trace ID: ")
     assert body["error_uri"] == f"https://login.microsoftonline.com/error?code={code}"
     # Only Conditional Access's 50076 says what kind of interaction it needs.
     assert body.get("suberror") == ("basic_action" if code == 50076 else None)

@@ -179,7 +179,7 @@ def test_parameters_at_their_limit_are_accepted(emulator, default_app):
 
 def test_pending_sign_ins_are_capped_dropping_the_oldest():
     store = PendingStore(Clock(), limit=5)
-    started = [store.start(object()) for _ in range(8)]
+    started = [store.start(None) for _ in range(8)]
     assert len(store) == 5
     assert all(store.get(p.ctx) is None for p in started[:3])
     assert all(store.get(p.ctx) is not None for p in started[3:])
@@ -189,13 +189,13 @@ def test_pending_sign_ins_are_capped_dropping_the_oldest():
 def test_pending_sign_ins_expire_after_ten_minutes_and_are_purged():
     clock = Clock()
     store = PendingStore(clock)
-    old = store.start(object())
+    old = store.start(None)
     clock.advance(9 * 60)
     assert store.get(old.ctx) is not None
     clock.advance(61 + signin_state.PENDING_SIGN_IN_LIFETIME_SECONDS - 10 * 60)
     assert signin_state.PENDING_SIGN_IN_LIFETIME_SECONDS <= 10 * 60
     assert store.get(old.ctx) is None
-    store.start(object())
+    store.start(None)
     assert len(store) == 1
 
 

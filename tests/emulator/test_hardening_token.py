@@ -325,7 +325,7 @@ def test_a_new_state_folder_is_owner_only(tmp_path, default_app):
     with EmulatorServer(state_dir=state, https_port=0, http_port=0) as emu:
         emu.state.consents.grant("user", default_app.client_id, {"User.Read"})
         assert_owner_only(state)
-        assert {"signing_keys.json", "consents.json", "tls"} <= {p.name for p in state.iterdir()}
+        assert {"state.sqlite3", "tls"} <= {p.name for p in state.iterdir()}
 
 
 def test_an_existing_loose_state_folder_is_tightened(tmp_path):
@@ -337,7 +337,7 @@ def test_an_existing_loose_state_folder_is_tightened(tmp_path):
     (state / "tls").chmod(0o755)
     for name in ("ca.pem", "server.pem", "ca-bundle.pem"):
         (state / "tls" / name).chmod(0o644)
-    (state / "signing_keys.json").chmod(0o644)
+    (state / "state.sqlite3").chmod(0o644)
     with EmulatorServer(state_dir=state, https_port=0, http_port=0) as emu:
         assert_owner_only(state)
         # The CA bundle stays usable by the (same-user) web app.

@@ -58,7 +58,7 @@ def test_keys_persist_in_the_state_folder(tmp_path):
     again = KeyStore(tmp_path)
     assert again.current.kid == rotated.kid
     assert [k.kid for k in again.published] == [k.kid for k in first.published]
-    assert (tmp_path / "signing_keys.json").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "state.sqlite3").stat().st_mode & 0o077 == 0
 
 
 def test_tls_files_are_made_once_and_reused(tmp_path):
