@@ -40,7 +40,10 @@ NGINX_STARTUP_SECONDS = 10
 INSTALL_SECONDS = 100
 
 SLOW_CLIENTS = 30
-ANSWER_WITHIN = 3.0      # seconds a /healthz may take, through nginx, while the slow clients wait
+ANSWER_WITHIN = 3.0      # seconds gunicorn alone gets to answer /healthz (the control)
+# Through nginx a /healthz answers in milliseconds; the bound is generous so that a busy machine
+# (the whole suite on 2 cores) does not fail it, and still far from "no answer at all".
+NGINX_ANSWER_WITHIN = 6.0
 WATCH_SECONDS = 5.0      # how long /healthz is watched through nginx
 MAX_PROBES = 40          # at most this many /healthz requests in WATCH_SECONDS
 RECOVER_WITHIN = 10.0    # seconds gunicorn may take to answer again once the slow clients leave
@@ -263,14 +266,14 @@ def test_nginx_keeps_gunicorn_answering_while_slow_clients_hold_connections(
         watch_until = time.monotonic() + WATCH_SECONDS
         while time.monotonic() < watch_until and len(probes) < MAX_PROBES:
             slow.trickle()
-            probes.append(healthz_time(nginx.base, ANSWER_WITHIN))
+            probes.append(healthz_time(nginx.base, NGINX_ANSWER_WITHIN))
             time.sleep(0.2)
         still_open = slow.open_count()
         slowest = max(seconds for seconds, _ in probes)
         print(f"\nthrough nginx, {SLOW_CLIENTS} slow clients: {len(probes)} /healthz, slowest "
               f"{slowest * 1000:.0f} ms, statuses {sorted({str(s) for _, s in probes})}")
         assert all(status == 200 for _, status in probes), (probes, nginx.logs())
-        assert slowest < ANSWER_WITHIN, probes
+        assert slowest < NGINX_ANSWER_WITHIN, probes
         # The slow clients were really there all along: nginx had not ended them yet.
         assert still_open == SLOW_CLIENTS, f"only {still_open} slow clients were still connected"
 
