@@ -10,9 +10,7 @@ import json
 import uuid
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -21,6 +19,7 @@ from flask import Blueprint, Response, g, request
 
 from entra_emulator.context import current_state
 from entra_emulator.directory import User
+from entra_emulator.graph_photo import Photo, user_photo
 from entra_emulator.scopes import GRAPH_APP_ID
 from entra_emulator.state import EmulatorState
 
@@ -336,78 +335,20 @@ def user_resource(user: Mapping[str, Any], selection: tuple[str, ...] | None,
 # Photos
 # ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Photo:
-    data: bytes
-    content_type: str
-    width: int | None
-    height: int | None
-
-
-_IMAGE_SIGNATURES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
-def image_content_type(data: bytes) -> str | None:
-    for signature, content_type in _IMAGE_SIGNATURES:
-        if data.startswith(signature):
-            return content_type
-    return None
-
-
-def image_size(data: bytes, content_type: str) -> tuple[int | None, int | None]:
-    """Width and height from the image header (Graph reports them in /photo metadata)."""
-    if content_type == "image/png" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if content_type == "image/gif" and len(data) >= 10:
-        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
-    if content_type == "image/jpeg":
-        return _jpeg_size(data)
-    return None, None
-
-
-def _jpeg_size(data: bytes) -> tuple[int | None, int | None]:
-    position = 2
-    while position + 9 < len(data):
-        if data[position] != 0xFF:
-            return None, None
-        marker = data[position + 1]
-        length = int.from_bytes(data[position + 2:position + 4], "big")
-        # Start-of-frame markers carry the dimensions; C4, C8 and CC are other tables.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height = int.from_bytes(data[position + 5:position + 7], "big")
-            width = int.from_bytes(data[position + 7:position + 9], "big")
-            return width, height
-        position += 2 + length
-    return None, None
-
-
-def _image_not_found() -> GraphError:
-    return GraphError(404, "ImageNotFound", "Exception of type "
-                      "'Microsoft.Fast.Profile.Core.Exception.ImageNotFoundException' was thrown.")
-
-
-def user_photo(user: User) -> Photo:
-    if user.photo is None:
-        raise _image_not_found()
-    try:
-        data = Path(user.photo).read_bytes()
-    except OSError:
-        raise _image_not_found() from None
-    content_type = image_content_type(data)
-    if content_type is None:
-        raise _image_not_found()
-    width, height = image_size(data, content_type)
-    return Photo(data, content_type, width, height)
 
 
 # ---------------------------------------------------------------------------------------------
 # Views
 # ---------------------------------------------------------------------------------------------
+
+def found_photo(user: User) -> Photo:
+    photo = user_photo(user)
+    if photo is None:
+        raise GraphError(404, "ImageNotFound", "Exception of type "
+                         "'Microsoft.Fast.Profile.Core.Exception.ImageNotFoundException' was "
+                         "thrown.")
+    return photo
+
 
 def _service_root(state: EmulatorState) -> str:
     # The OData service root is where this Graph is served, as graph.microsoft.com/v1.0 is Graph's.
@@ -443,7 +384,7 @@ def me() -> Response:
 def me_photo() -> Response:
     state = current_state()
     user = signed_in_user(state, authenticated_claims(state))
-    photo = user_photo(user)
+    photo = found_photo(user)
     size_id = f"{photo.width}X{photo.height}" if photo.width and photo.height else "default"
     metadata = {
         "@odata.context": f"{_service_root(state)}/$metadata#users('{user.id}')"
@@ -462,7 +403,7 @@ def me_photo() -> Response:
 def me_photo_value() -> Response:
     state = current_state()
     user = signed_in_user(state, authenticated_claims(state))
-    photo = user_photo(user)
+    photo = found_photo(user)
     response = Response(photo.data, status=200, content_type=photo.content_type)
     response.headers["ETag"] = f'"{zlib.crc32(photo.data):08X}"'
     return add_graph_headers(response)
