@@ -98,6 +98,10 @@ class StateDB:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._local = threading.local()
+        # Every thread's connection, so that stopping the emulator closes them all (a thread
+        # of the test that started it may outlive it, and keep its connection open).
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
         self._memory: sqlite3.Connection | None = None
         self._memory_lock = threading.RLock()
         if path is None:
@@ -129,6 +133,8 @@ class StateDB:
             assert self.path is not None
             connection = _connect(self.path)
             self._local.connection = connection
+            with self._opened_lock:
+                self._opened.append(connection)
         return connection
 
     @contextlib.contextmanager
@@ -168,6 +174,15 @@ class StateDB:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+    def close_all(self) -> None:
+        """Close every thread's connection: once the emulator has stopped serving. A thread that
+        uses the database again opens a new one."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+            self._local = threading.local()
+        for connection in opened:
+            connection.close()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

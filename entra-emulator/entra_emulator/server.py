@@ -134,6 +134,10 @@ class EmulatorServer:
             thread.join(timeout=5)
         self._close_servers()
         self._threads = []
+        database = getattr(self.app.extensions.get(EXTENSION_KEY), "db", None) if self.app \
+            else None
+        if database is not None:
+            database.close_all()
 
     def _close_servers(self) -> None:
         for server in self._servers:

@@ -222,8 +222,10 @@ class SlowClients:
         for index, sock in enumerate(self.sockets):
             if index in self.closed:
                 continue
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
+            # poll, not select: a long test run may hold descriptors past select()'s 1024.
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if poller.poll(0):
                 try:
                     while sock.recv(65536):   # e.g. a 408 page, then the end
                         pass
