@@ -11,7 +11,7 @@
    same clients posting the same body to a trivial endpoint of the bare Flask app on the same
    HTTP server. Target: >= 800 req/s.
 3. Full sign-in, sequential: authorize -> the sign-in form -> the code -> the token, as a
-   browser and a web app do it (tests.conftest.browser_sign_in, requests), a new browser
+   browser and a web app do it (entra_emulator.testing.browser_sign_in, requests), a new browser
    (no SSO cookie) each time. Baseline: one keep-alive https round-trip to the bare Flask app
    with the same kind of client. Target: median <= 10 ms.
 4. Memory: the emulator's peak resident set (VmHWM) after all of the above. Baseline: the bare
@@ -681,7 +681,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))   # tests.conftest: the scripted browser
+    sys.path.insert(0, str(REPO))   # tests.support: the scripted browser
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
     state_dir = workdir / "state"

@@ -51,7 +51,7 @@ def machine_busy_seconds() -> float:
 
 
 def load_sign_in_driver() -> Callable[..., Any]:
-    """tests/conftest.py's `browser_sign_in`: the scripted browser for the emulator's pages."""
+    """`entra_emulator.testing.browser_sign_in`: the scripted browser for the emulator's pages."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from tests.support import browser_sign_in

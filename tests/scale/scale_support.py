@@ -3,7 +3,8 @@ behind a round-robin balancer, a browser whose one cookie jar reaches all of the
 a real gunicorn serving the production configuration (the `start_gunicorn` fixture, conftest.py).
 
 The apps run in-process (werkzeug's test client over the balancer); the emulator's pages are driven
-over real HTTP by the shared `browser_sign_in` helper (tests/conftest.py), as in tests/quickstart.
+over real HTTP by the shared `browser_sign_in` helper (entra_emulator.testing), as in
+tests/quickstart.
 """
 
 from __future__ import annotations
