@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from bench_support import (  # beside this file
+from bench_support import (
     clean_env,
     machine_busy_seconds,
     process_cpu_seconds,
+    stop_process,  # beside this file
     verdict,
 )
 
@@ -90,13 +91,7 @@ class StartedServer:
     settings: dict[str, str] = field(default_factory=dict)   # the emulator's env file
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()   # the emulator stops cleanly on SIGTERM
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
 

@@ -44,10 +44,8 @@ standard library's and bench_support's only.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
-import hashlib
 import http.client
 import json
 import multiprocessing
@@ -70,15 +68,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
-from bench_support import (  # beside this file
+from bench_support import (
+    REPO,
     child_pids,
     clean_env,
     machine_busy_seconds,
     process_cpu_seconds,
+    stop_process,
     verdict,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests.support: the PKCE pair the emulator's bench uses too
+from tests.support import pkce_pair  # noqa: E402 - after sys.path
+
 PEER_DIR = Path(__file__).resolve().parent / "peer"
 PEER_SERVER = PEER_DIR / "server.mjs"
 PEER_PACKAGE = "oidc-provider"
@@ -205,13 +207,7 @@ class StartedServer:
         return now, peak
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def spawn_until_ready(command: list[str], name: str, workdir: Path) -> tuple[
@@ -440,12 +436,6 @@ class FormParser(HTMLParser):
                 self.forms[-1]["buttons"].append((values["name"], values.get("value", "")))
             else:
                 self.forms[-1]["inputs"][values["name"]] = values.get("value", "")
-
-
-def pkce_pair() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    return verifier, challenge.rstrip(b"=").decode()
 
 
 class SignInDriver:

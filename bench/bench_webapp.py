@@ -48,13 +48,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench_support import (  # bench/, beside this file
+from bench_support import (
     RedisServer,
     child_pids,
     clean_env,
     load_sign_in_driver,
     machine_busy_seconds,
     process_cpu_seconds,
+    stop_process,  # bench/, beside this file
     verdict,
 )
 
@@ -224,13 +225,7 @@ class GunicornServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.listener.close()
         self._log.close()
 

@@ -61,6 +61,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(SECRET_KEY=settings.secret_key, **session_config(settings),
                       **sign_in_config(settings))
     auth.init_app(app)
+    # Asked for by the To-do page through get_token_for_user, not by a decorator: declared here so
+    # that whichever process serves /login accepts them.
+    auth.allow_scopes(settings.todo_api_scopes)
     app.extensions["webapp"] = Services(settings, GraphClient(
         auth.http_client(app), settings.graph_endpoint, max_wait=settings.graph_retry_max_wait))
     app.before_request(redirect_loopback_ip)

@@ -35,6 +35,7 @@ from entra_emulator.client_auth import TokenRequest, authenticate_without_redire
 from entra_emulator.context import current_state, tenant_id_for
 from entra_emulator.db import StateDB
 from entra_emulator.errors import EntraError, entra_error, error_json_response, json_response
+from entra_emulator.request_limits import check_lengths
 from entra_emulator.scopes import parse_scopes
 from entra_emulator.state import Clock, random_token
 
@@ -48,6 +49,7 @@ SPENT_MEMORY_SECONDS = 3600
 # look-alikes (I, O, 0, 1) a user could mistype.
 USER_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 USER_CODE_LENGTH = 9
+MAX_DEVICE_CODES = 4000  # as many sign-ins in progress as PendingStore keeps
 VERIFICATION_PATH = "/devicelogin"
 MESSAGE = ("To sign in, use a web browser to open the page {uri} and enter the code {code} to "
            "authenticate.")
@@ -103,6 +105,9 @@ class DeviceCodeStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 (_digest(device_code), record.id, user_code, _text(record),
                  record.expires_at + SPENT_MEMORY_SECONDS))
+            # Anyone who knows a public client id can start one: keep the newest few thousand.
+            connection.execute("DELETE FROM device_codes WHERE rowid <= "
+                               "(SELECT max(rowid) FROM device_codes) - ?", (MAX_DEVICE_CODES,))
         return device_code, user_code
 
     def find(self, device_code: str) -> DeviceAuthorization | None:
@@ -183,6 +188,8 @@ def device_authorization(tenant_segment: str) -> dict[str, Any]:
     state = current_state()
     tenant_id = tenant_id_for(tenant_segment)
     params = request.form.to_dict()
+    # An anonymous caller's request is stored for 15 minutes: bounded as /authorize's are.
+    check_lengths(params, {"client_id": 256, "scope": 2048})
     client_id = params.get("client_id", "").strip()
     if not client_id:
         raise entra_error("MissingRequiredParameter", name="client_id")

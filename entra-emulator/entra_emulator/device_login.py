@@ -66,7 +66,7 @@ def submit_code() -> Response:
     flow_id = request.form.get("flow")
     if flow_id is not None:
         return _confirm(flow_id, request.form.get("decision", ""))
-    typed = request.form.get("otc", "")
+    typed = request.form.get("otc", "")[:32]  # a code is 9 characters; echoed back on the page
     record = device_codes().by_user_code(typed) if normalize_user_code(typed) else None
     problem = _usable(record)
     if problem is not None:

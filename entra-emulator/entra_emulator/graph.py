@@ -350,7 +350,7 @@ def found_photo(user: User) -> Photo:
     return photo
 
 
-def _service_root(state: EmulatorState) -> str:
+def service_root(state: EmulatorState) -> str:
     # The OData service root is where this Graph is served, as graph.microsoft.com/v1.0 is Graph's.
     return f"{state.https_base}/v1.0"
 
@@ -375,7 +375,7 @@ def me() -> Response:
     # v1.0 takes query options with or without the $ prefix.
     select = request.args.get("$select", request.args.get("select"))
     selection = selected_properties(select, user.graph)
-    resource = user_resource(user.graph, selection, _service_root(state))
+    resource = user_resource(user.graph, selection, service_root(state))
     return graph_json_response(200, resource, content_type=JSON_ODATA,
                                headers={"OData-Version": "4.0"})
 
@@ -387,7 +387,7 @@ def me_photo() -> Response:
     photo = found_photo(user)
     size_id = f"{photo.width}X{photo.height}" if photo.width and photo.height else "default"
     metadata = {
-        "@odata.context": f"{_service_root(state)}/$metadata#users('{user.id}')"
+        "@odata.context": f"{service_root(state)}/$metadata#users('{user.id}')"
                           "/photo/$entity",
         "@odata.mediaContentType": photo.content_type,
         "@odata.mediaEtag": f'"{zlib.crc32(photo.data):08X}"',

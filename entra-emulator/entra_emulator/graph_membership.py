@@ -27,7 +27,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from entra_emulator import graph
 from entra_emulator.context import current_state
-from entra_emulator.graph import GraphError, bp
+from entra_emulator.graph import GraphError, bp, service_root
 from entra_emulator.jsonsafe import UnsafeJson
 from entra_emulator.jsonsafe import loads as bounded_json_loads
 from entra_emulator.state import EmulatorState
@@ -173,10 +173,6 @@ def get_member_objects() -> Response:
 # ---------------------------------------------------------------------------------------------
 # The collections: memberOf, transitiveMemberOf
 # ---------------------------------------------------------------------------------------------
-
-def service_root(state: EmulatorState) -> str:
-    return f"{state.https_base}/v1.0"
-
 
 def query_option(name: str) -> str | None:
     """v1.0 takes query options with or without the `$` prefix."""

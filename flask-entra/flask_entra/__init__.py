@@ -39,7 +39,6 @@ from flask import (
     Response,
     after_this_request,
     current_app,
-    g,
     redirect,
     request,
     url_for,
@@ -113,7 +112,9 @@ class Auth:
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         self._options = options
-        self._known_scopes: set[str] = set()
+        # The scopes /login may ask for: the views' (login_required), the groups overage's,
+        # and those declared with allow_scopes(); the same in every process.
+        self._known_scopes: set[str] = {authorization.GROUPS_SCOPE}
         if app is not None:
             self.init_app(app)
 
@@ -165,12 +166,10 @@ class Auth:
                                      groups=groups)
         wanted = _without_reserved(scopes)
         self._known_scopes.update(wanted)
-        if groups:
-            self._known_scopes.add(authorization.GROUPS_SCOPE)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-            user = g.get("_flask_entra_user")
+            user = _user()
             if user is None:
                 return _redirect_to_sign_in(wanted)
             authorization.require(user, list(roles or ()), list(groups or ()))
@@ -187,7 +186,7 @@ class Auth:
 
     def get_user(self) -> dict[str, Any] | None:
         """The signed-in user's ID token claims, or None."""
-        return g.get("_flask_entra_user")
+        return _user()
 
     def get_token_for_user(self, scopes: list[str], *, claims_challenge: str | None = None
                            ) -> dict[str, Any]:
@@ -195,7 +194,6 @@ class Auth:
         ("interaction_required": send them to sign in, e.g. by raising InteractionRequired).
         The refresh token never leaves the server."""
         scopes = _without_reserved(scopes)
-        self._known_scopes.update(scopes)
         try:
             result = _state().tokens.acquire(list(scopes), claims_challenge)
         except InteractionRequired as exc:
@@ -208,7 +206,6 @@ class Auth:
         user = self.get_user()
         if user is None:
             return []
-        self._known_scopes.add(authorization.GROUPS_SCOPE)
         return authorization.user_groups(user)
 
     # -- protecting a web API ------------------------------------------------------------------
@@ -265,6 +262,12 @@ class Auth:
         trust, never following redirects), for calling APIs with the user's tokens."""
         return (app or current_app).extensions["flask_entra"].http
 
+    def allow_scopes(self, scopes: list[str] | tuple[str, ...]) -> None:
+        """Scopes a sign-in may ask for besides those `login_required` names, e.g. ones a view
+        passes to get_token_for_user: declared at start, so every process knows them (/login
+        accepts no others)."""
+        self._known_scopes.update(_without_reserved(list(scopes)))
+
     def known_scopes_in(self, requested: str) -> list[str]:
         """The scopes of a sign-in request that the app's own views ask for; no others can be
         requested through /login."""
@@ -275,9 +278,15 @@ def _state() -> _AppState:
     return current_app.extensions["flask_entra"]
 
 
+def _user() -> dict[str, Any] | None:
+    """The signed-in user's claims, from the session entry the before_request hook loaded (and
+    end_session removes)."""
+    entry = current_entry()
+    return entry["claims"] if entry else None
+
+
 def _load_user() -> None:
-    g._flask_entra_user = load_signed_in_user(_state().settings)
-    if g._flask_entra_user is not None:
+    if load_signed_in_user(_state().settings) is not None:
         # Its page shows the sign-out form, whose target (the provider) the CSP must list
         # (hardening.sign_out_targets): read at most every 30 s while the provider is down.
         _state().provider.metadata_if_available()

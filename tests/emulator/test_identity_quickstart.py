@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import html
 import json
-import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from flask import Flask, render_template
+from flask import Flask
 from identity.flask import Auth  # the test extra; missing, collection fails saying so
-from jinja2 import DictLoader
 
 from entra_emulator.server import env_settings
+from tests.quickstart_sample import LOGOUT_LINK, META_REFRESH, PRE, quickstart_app
 from tests.support import (
     ADELE,
     DEFAULT_PASSWORD,
@@ -49,52 +47,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:flask_session"),
 ]
 
-# The sample's templates, cut down to what the test reads (its index links "Call API" and
-# identity's log-out view; display.html dumps the API's answer).
-SAMPLE_TEMPLATES = {
-    "index.html": (
-        "<h2>Welcome {{ user.get('name') }}!</h2>"
-        "<ul>{% if api_endpoint %}<li><a href='/call_api'>Call an API</a></li>{% endif %}"
-        "<li><a href='{{ url_for(\"identity.logout\") }}'>Logout</a></li></ul>"),
-    "display.html": "<h1>{{ title }}</h1><pre>{{ result|tojson(indent=4) }}</pre>",
-}
-META_REFRESH = re.compile(r"content='0; URL=([^']+)'")
-LOGOUT_LINK = re.compile(r"<a href='([^']+)'>Logout</a>")
-PRE = re.compile(r"<pre>(.*)</pre>", re.S)
-
-
-def quickstart_app(settings: dict[str, str], session_dir: Path) -> Flask:
-    """The sample's app.py, with its settings passed in instead of read from os.environ."""
-    app = Flask(__name__)
-    app.config.update(SESSION_TYPE="filesystem", SESSION_FILE_DIR=str(session_dir),
-                      # `flask run --host=localhost --port=5000`, as the quickstart says
-                      SERVER_NAME="localhost:5000")
-    app.jinja_loader = DictLoader(SAMPLE_TEMPLATES)
-    auth = Auth(
-        app,
-        authority=settings["AUTHORITY"],
-        client_id=settings["CLIENT_ID"],
-        client_credential=settings["CLIENT_SECRET"],
-        redirect_uri=settings["REDIRECT_URI"],
-    )
-
-    @app.route("/")
-    @auth.login_required
-    def index(*, context: dict[str, Any]) -> str:
-        return render_template("index.html", user=context["user"],
-                               api_endpoint=settings["ENDPOINT"])
-
-    @app.route("/call_api")
-    @auth.login_required(scopes=settings["SCOPE"].split())
-    def call_downstream_api(*, context: dict[str, Any]) -> str:
-        api_result = requests.get(  # Use access token to call a web api
-            settings["ENDPOINT"],
-            headers={"Authorization": "Bearer " + context["access_token"]},
-            timeout=30,
-        ).json() if context.get("access_token") else "Did you forget to set SCOPE?"
-        return render_template("display.html", title="API Response", result=api_result)
-
-    return app
 
 
 @pytest.fixture
@@ -107,7 +59,7 @@ def fresh(start_emulator):
 @pytest.fixture
 def app(fresh, tmp_path) -> Flask:
     # The .env `entra-emulator serve --env-file` writes for a newcomer.
-    return quickstart_app(env_settings(fresh), tmp_path / "flask_session")
+    return quickstart_app(Auth, env_settings(fresh), tmp_path / "flask_session")
 
 
 def follow_login_page(page: Any) -> str:

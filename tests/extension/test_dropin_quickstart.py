@@ -28,10 +28,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from flask import Flask, render_template
-from jinja2 import DictLoader
+from flask import Flask
 
 from entra_emulator.server import env_settings
+from tests.quickstart_sample import LOGOUT_LINK, META_REFRESH, PRE, quickstart_app
 from tests.support import ADELE, DEFAULT_PASSWORD, browser_sign_in
 
 APP = "http://localhost:5000"
@@ -49,54 +49,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:flask_session"),
 ]
 
-# The sample's templates, cut down to what the test reads.
-TEMPLATES = {
-    "index.html": (
-        "<h2>Welcome {{ user.get('name') }}!</h2>"
-        "{% if edit_profile_url %}<a href='{{ edit_profile_url }}'>Edit Profile</a>{% endif %}"
-        "<ul>{% if api_endpoint %}<li><a href='/call_api'>Call an API</a></li>{% endif %}"
-        "<li><a href='{{ url_for(\"identity.logout\") }}'>Logout</a></li></ul>"),
-    "display.html": "<h1>{{ title }}</h1><pre>{{ result|tojson(indent=4) }}</pre>",
-}
-META_REFRESH = re.compile(r"content='0; URL=([^']+)'")
-LOGOUT_LINK = re.compile(r"<a href='([^']+)'>Logout</a>")
-PRE = re.compile(r"<pre>(.*)</pre>", re.S)
 FORM = re.compile(r"<form[^>]*method=\"post\"[^>]*action=\"([^\"]+)\"", re.I)
 CSRF = re.compile(r"<input type=\"hidden\" name=\"csrf_token\" value=\"([^\"]+)\"")
-
-
-def quickstart_app(Auth: type, settings: dict[str, str], session_dir: Path) -> Flask:
-    """The sample's app.py, its .env settings passed in instead of read from os.environ."""
-    app = Flask(__name__)
-    app.config.update(SESSION_TYPE="filesystem", SESSION_FILE_DIR=str(session_dir),
-                      SERVER_NAME="localhost:5000")   # `flask run --host=localhost --port=5000`
-    app.jinja_loader = DictLoader(TEMPLATES)
-    auth = Auth(
-        app,
-        authority=settings["AUTHORITY"],
-        client_id=settings["CLIENT_ID"],
-        client_credential=settings["CLIENT_SECRET"],
-        redirect_uri=settings["REDIRECT_URI"],
-    )
-
-    @app.route("/")
-    @auth.login_required
-    def index(*, context: dict[str, Any]) -> str:
-        return render_template("index.html", user=context["user"],
-                               edit_profile_url=auth.get_edit_profile_url(),
-                               api_endpoint=settings["ENDPOINT"])
-
-    @app.route("/call_api")
-    @auth.login_required(scopes=settings["SCOPE"].split())
-    def call_downstream_api(*, context: dict[str, Any]) -> str:
-        api_result = requests.get(  # Use access token to call a web api
-            settings["ENDPOINT"],
-            headers={"Authorization": "Bearer " + context["access_token"]},
-            timeout=30,
-        ).json()
-        return render_template("display.html", title="API Response", result=api_result)
-
-    return app
 
 
 @pytest.fixture(params=list(AUTH_MODULES))
