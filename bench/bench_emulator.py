@@ -17,6 +17,9 @@
 4. Memory: the emulator's peak resident set (VmHWM) after all of the above. Baseline: the bare
    Flask process after the same kind of load. Target: <= 80 MB.
 
+`--workers N` runs `serve --workers N` (N processes sharing the ports and the state): its CPU
+and memory are then summed over the process tree.
+
 Everything runs on loopback, in bounded rounds, and stops by itself. The servers it starts get a
 clean environment (bench_support.clean_env) and run in its temporary folder. Exit status 0 once
 the figures and verdicts are printed (--strict: 1 when a target is missed); 2 when the
@@ -55,6 +58,7 @@ from bench_support import (
     clean_env,
     machine_busy_seconds,
     process_cpu_seconds,
+    process_tree,
     stop_process,  # beside this file
     verdict,
 )
@@ -96,16 +100,19 @@ class StartedServer:
             self.process.stdout.close()
 
     def memory_mb(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) in MB: the resident set now and its peak."""
-        fields = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0]) / 1024
+        """(VmRSS, VmHWM) in MB: the resident set now and its peak, summed over the process
+        tree (the emulator's workers)."""
+        fields = {"VmRSS": 0.0, "VmHWM": 0.0}
+        for pid in process_tree(self.process.pid):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    name, _, value = line.partition(":")
+                    if name in fields:
+                        fields[name] += int(value.split()[0]) / 1024
         return fields["VmRSS"], fields["VmHWM"]
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.process.pid)
+        return sum(process_cpu_seconds(pid) for pid in process_tree(self.process.pid))
 
 
 def wait_for_ready_line(process: subprocess.Popen[str], name: str) -> str:
@@ -154,12 +161,13 @@ def read_env_file(path: Path) -> dict[str, str]:
     return settings
 
 
-def start_emulator(state_dir: Path, workdir: Path) -> StartedServer:
+def start_emulator(state_dir: Path, workdir: Path, workers: int = 1) -> StartedServer:
     """`python -m entra_emulator serve` on free ports; timed from spawn to the first 200 for
     the discovery document."""
     env_file = workdir / f"emulator-{secrets.token_hex(4)}.env"
     command = [sys.executable, "-m", "entra_emulator", "serve", "--port", "0",
-               "--state", str(state_dir), "--env-file", str(env_file)]
+               "--state", str(state_dir), "--env-file", str(env_file),
+               "--workers", str(workers)]
     with (workdir / "emulator.log").open("a") as log:
         began = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
@@ -231,8 +239,9 @@ class ColdStartResult:
     other_cores: float = 0.0   # what the rest of the machine used meanwhile
 
 
-def bench_cold_start(state_dir: Path, workdir: Path, starts: int) -> ColdStartResult:
-    with running(start_emulator(state_dir, workdir)) as first:   # creates CA, TLS, keys
+def bench_cold_start(state_dir: Path, workdir: Path, starts: int,
+                     workers: int = 1) -> ColdStartResult:
+    with running(start_emulator(state_dir, workdir, workers)) as first:   # CA, TLS, keys
         first_ever = first.first_200_seconds
     result = ColdStartResult(first_ever, [], [], [])
     ours_before = sum(os.times()[:4])   # this process and the servers it started and ended
@@ -241,7 +250,7 @@ def bench_cold_start(state_dir: Path, workdir: Path, starts: int) -> ColdStartRe
         result.python.append(python_startup_seconds())
         with running(start_bare_server(state_dir, workdir)) as bare:
             result.bare.append(bare.first_200_seconds)
-        with running(start_emulator(state_dir, workdir)) as emulator:
+        with running(start_emulator(state_dir, workdir, workers)) as emulator:
             result.emulator.append(emulator.first_200_seconds)
     ours = sum(os.times()[:4]) - ours_before
     result.other_cores = max(machine_busy_seconds() - busy_before - ours, 0.0) / (
@@ -666,9 +675,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=30,
                         help="warm-up requests per client before each round")
     parser.add_argument("--sign-ins", type=int, default=40, help="timed sign-ins")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the emulator's worker processes (serve --workers; default 1)")
     args = parser.parse_args(argv)
-    if min(args.starts, args.clients, args.rounds, args.sign_ins) < 1 or args.seconds <= 0 \
-            or args.warmup < 0:
+    if min(args.starts, args.clients, args.rounds, args.sign_ins, args.workers) < 1 \
+            or args.seconds <= 0 or args.warmup < 0:
         parser.error("counts must be at least 1, --seconds positive, --warmup not negative")
     args.seconds = min(args.seconds, 20.0)   # bounded, whatever is asked
     return args
@@ -681,12 +692,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
     state_dir = workdir / "state"
     cafile = str(state_dir / "tls" / "ca.pem")
-    print(f"Entra emulator benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
-          f"server logs in {workdir}", flush=True)
+    print(f"Entra emulator benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"emulator with {args.workers} worker process(es); server logs in {workdir}",
+          flush=True)
     try:
-        cold = bench_cold_start(state_dir, workdir, args.starts)
+        cold = bench_cold_start(state_dir, workdir, args.starts, args.workers)
         print("   cold starts done", flush=True)
-        with running(start_emulator(state_dir, workdir)) as emulator, \
+        with running(start_emulator(state_dir, workdir, args.workers)) as emulator, \
                 running(start_bare_server(state_dir, workdir)) as bare:
             driver = SignInDriver(emulator, cafile)
             sign_in = bench_sign_in(driver, emulator, bare, cafile, args.sign_ins, warmup=5)

@@ -70,10 +70,10 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from bench_support import (
     REPO,
-    child_pids,
     clean_env,
     machine_busy_seconds,
     process_cpu_seconds,
+    process_tree,
     stop_process,
     verdict,
 )
@@ -153,16 +153,6 @@ def ensure_peer_installed() -> str:
 # ------------------------------------------------------------------------------------------------
 # Server processes
 # ------------------------------------------------------------------------------------------------
-
-def process_tree(pid: int) -> list[int]:
-    """The process and its descendants (the emulator may run worker processes)."""
-    tree, pending = [], [pid]
-    while pending and len(tree) < 256:
-        current = pending.pop()
-        tree.append(current)
-        pending.extend(child_pids(current))
-    return tree
-
 
 @dataclass
 class Side:

@@ -43,6 +43,16 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (the emulator may run worker processes)."""
+    tree, pending = [], [pid]
+    while pending and len(tree) < 256:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(child_pids(current))
+    return tree
+
+
 def machine_busy_seconds() -> float:
     """CPU time used so far by everything on the machine, all cores (/proc/stat)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]

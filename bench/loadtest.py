@@ -77,6 +77,9 @@ SIGNED_OUT_NOTICE = "You have signed out"
 STARTUP_SECONDS = 60
 REQUEST_TIMEOUT = 30
 WORKERS_PER_INSTANCE = 2
+# The emulator's worker processes (serve --workers): one per core, as the app instances use
+# them too; any request may land on either (they share the state folder).
+EMULATOR_WORKERS = 2
 INSTANCES = 2
 
 
@@ -186,7 +189,8 @@ def start_emulator(workdir: Path, directory: Path) -> tuple[Process, dict[str, s
     process = Process("emulator", [sys.executable, "-m", "entra_emulator", "serve",
                                    "--directory", str(directory), "--state",
                                    str(workdir / "emulator"), "--https-port", "0",
-                                   "--http-port", "0", "--env-file", str(env_file)],
+                                   "--http-port", "0", "--env-file", str(env_file),
+                                   "--workers", str(EMULATOR_WORKERS)],
                       workdir / "emulator.log", env=clean_env())
     wait_until(env_file.exists, process, "the emulator")
     settings = {k: v for k, v in dotenv_values(env_file).items() if v is not None}

@@ -16,15 +16,41 @@ Public API:
 The command line: `entra-emulator serve` and `entra-emulator check FILE`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from entra_emulator.directory import DirectoryError, load_directory
 from entra_emulator.server import EmulatorServer, env_settings
-from entra_emulator.testing import (
-    EntraEmulator,
-    SignInError,
-    SignInResult,
-    browser_sign_in,
-    sign_in,
-)
+
+if TYPE_CHECKING:
+    from entra_emulator.testing import (
+        EntraEmulator,
+        SignInError,
+        SignInResult,
+        browser_sign_in,
+        sign_in,
+    )
 
 __all__ = ["DirectoryError", "EmulatorServer", "EntraEmulator", "SignInError", "SignInResult",
            "browser_sign_in", "env_settings", "load_directory", "sign_in"]
+
+# Imported on first use (PEP 562): testing.py imports requests, which `serve` never needs and
+# which would slow every start of `python -m entra_emulator`. `entra_emulator.testing` itself
+# stays reachable as an attribute, as when it was imported here.
+_TESTING_NAMES = frozenset({"EntraEmulator", "SignInError", "SignInResult", "browser_sign_in",
+                            "sign_in"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TESTING_NAMES or name == "testing":
+        testing_module = importlib.import_module("entra_emulator.testing")
+        if name == "testing":
+            return testing_module
+        return getattr(testing_module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_TESTING_NAMES, "testing"})

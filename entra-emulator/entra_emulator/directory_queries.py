@@ -73,8 +73,17 @@ class DirectoryAccess:
                 if group.id not in found:
                     found[group.id] = group
                     pending.append(group.id)
-        order = {group.id: index for index, group in enumerate(self.groups)}
+        order = self._group_order
         return sorted(found.values(), key=lambda group: order[group.id])
+
+    @property
+    def _group_order(self) -> dict[str, int]:
+        # Built once per directory (it never changes; a changed directory is a new object).
+        cache = self.__dict__.get("_group_order_index")
+        if cache is None:
+            cache = {group.id: index for index, group in enumerate(self.groups)}
+            self.__dict__["_group_order_index"] = cache
+        return cache
 
     # --- service principals ------------------------------------------------------------
     def service_principal_by_id(self, sp_id: str) -> ServicePrincipal | None:

@@ -67,12 +67,14 @@ class SessionStore:
         cookie = secrets.token_urlsafe(32)
         session = Session(sid=str(uuid.uuid4()), session_state=str(uuid.uuid4()),
                           user_id=user.id, auth_time=auth_time)
-        self._purge()
-        seq = self._db.one(f"INSERT INTO sessions VALUES (?, {_NEXT_SEQ}, ?, ?, ?, ?, ?) "  # noqa: S608
-                           "RETURNING seq", (_digest(cookie), session.sid, session.session_state,
-                                             session.user_id, session.auth_time,
-                                             self._clock.now()))[0]
-        self._db.run("DELETE FROM sessions WHERE seq <= ?", (seq - self._limit,))
+        with self._db.write() as connection:   # one commit for the three statements
+            self._purge(connection)
+            seq = connection.execute(
+                f"INSERT INTO sessions VALUES (?, {_NEXT_SEQ}, ?, ?, ?, ?, ?) "  # noqa: S608
+                "RETURNING seq", (_digest(cookie), session.sid, session.session_state,
+                                  session.user_id, session.auth_time,
+                                  self._clock.now())).fetchone()[0]
+            connection.execute("DELETE FROM sessions WHERE seq <= ?", (seq - self._limit,))
         return cookie, session
 
     def get(self, cookie: str | None) -> Session | None:
@@ -133,11 +135,12 @@ class PendingStore:
     def start(self, request: Any, *, browser: str | None = None) -> PendingSignIn:
         pending = PendingSignIn(ctx=secrets.token_urlsafe(32), request=request,
                                 created_at=self._clock.now(), browser=browser)
-        self._purge()
-        seq = self._db.one("INSERT INTO pending (ctx, record, created_at) VALUES (?, ?, ?) "
-                           "RETURNING seq", (pending.ctx, _pending_text(pending),
-                                             pending.created_at))[0]
-        self._db.run("DELETE FROM pending WHERE seq <= ?", (seq - self._limit,))
+        with self._db.write() as connection:   # one commit for the three statements
+            self._purge(connection)
+            seq = connection.execute(
+                "INSERT INTO pending (ctx, record, created_at) VALUES (?, ?, ?) RETURNING seq",
+                (pending.ctx, _pending_text(pending), pending.created_at)).fetchone()[0]
+            connection.execute("DELETE FROM pending WHERE seq <= ?", (seq - self._limit,))
         return pending
 
     def get(self, ctx: str | None) -> PendingSignIn | None:

@@ -78,11 +78,13 @@ class CodeStore:
 
     def issue(self, record: AuthorizationCode) -> str:
         code = opaque_token("1.A")
-        self._purge()
-        self._db.run("INSERT INTO codes (key, record, client_id, sid, forget_at) "
-                     "VALUES (?, ?, ?, ?, ?)",
-                     (_digest(code), record_text(record, *_CODE_STATE), record.client_id,
-                      record.sid, record.expires_at + SPENT_CODE_MEMORY_SECONDS))
+        with self._db.write() as connection:
+            self._purge(connection)
+            connection.execute("INSERT INTO codes (key, record, client_id, sid, forget_at) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               (_digest(code), record_text(record, *_CODE_STATE),
+                                record.client_id, record.sid,
+                                record.expires_at + SPENT_CODE_MEMORY_SECONDS))
         return code
 
     def find(self, code: str) -> AuthorizationCode | None:
@@ -157,16 +159,17 @@ class RefreshTokenStore:
 
     def issue(self, grant: RefreshGrant) -> str:
         token = opaque_token("1.A")
-        self._purge_grants()
-        self._purge_revoked()
-        self._db.run("INSERT INTO refresh_tokens (key, family, client_id, sid, record, "
-                     "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                     (_digest(token), grant.family, grant.client_id, grant.sid,
-                      record_text(grant, "used"), grant.expires_at))
-        # Issued by a refresh that raced its family's revocation: remember it longer. (A
-        # revocation after the insert counts this token's expiry itself.)
-        self._db.run("UPDATE revoked_families SET until = max(until, ?) WHERE family = ?",
-                     (grant.expires_at, grant.family))
+        with self._db.write() as connection:   # one commit for the statements
+            self._purge_grants(connection)
+            self._purge_revoked(connection)
+            connection.execute("INSERT INTO refresh_tokens (key, family, client_id, sid, "
+                               "record, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               (_digest(token), grant.family, grant.client_id, grant.sid,
+                                record_text(grant, "used"), grant.expires_at))
+            # Issued by a refresh that raced its family's revocation: remember it longer. (A
+            # revocation after the insert counts this token's expiry itself.)
+            connection.execute("UPDATE revoked_families SET until = max(until, ?) "
+                               "WHERE family = ?", (grant.expires_at, grant.family))
         return token
 
     def find(self, token: str) -> RefreshGrant | None:

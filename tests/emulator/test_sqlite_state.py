@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,38 @@ def test_a_code_is_redeemed_once_across_connections(tmp_path):
     assert won and not again and record.issued_families == ["family-1"]
     assert second.mark_reused(code) == (["family-1"], [])
     assert first.add_access_token(code, "uti-1")   # issued after the reuse: revoke it too
+
+
+def test_concurrent_threads_of_one_process_each_write_and_one_use_wins(tmp_path):
+    """16 threads on one state file (as a worker's request threads): every write lands, none
+    fails on a locked database, and of 16 uses of one refresh token exactly one wins."""
+    clock = Clock()
+    tokens = RefreshTokenStore(clock, StateDB.open(tmp_path))
+    now = clock.now()
+
+    def grant(family: str) -> RefreshGrant:
+        return RefreshGrant(family=family, client_id="c", user_id="u", tenant_id="t",
+                            granted=frozenset(), sid="s", auth_time=0, include_auth_time=False,
+                            issued_at=now, expires_at=now + 600)
+
+    shared = tokens.issue(grant("shared"))
+    start = threading.Barrier(16)
+    issued: list[str] = []
+    won: list[bool] = []
+
+    def work(index: int) -> None:
+        start.wait()
+        won.append(tokens.use(shared)[1])
+        issued.extend(tokens.issue(grant(f"family-{index}")) for _ in range(20))
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(won) == [False] * 15 + [True]
+    assert len(issued) == 320 and len(tokens) == 321
+    assert all(tokens.find(token) is not None for token in issued)
 
 
 def test_the_database_is_owner_only_and_in_wal_mode(tmp_path):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -233,5 +234,47 @@ def test_serve_with_two_workers_answers_from_both_and_signs_in_across_them(tmp_p
                                      "code": requests.utils.unquote(code),
                                      "redirect_uri": default_app.redirect_uri})
         assert tokens.status_code == 200, tokens.text
+    finally:
+        stop(process)
+
+
+def _worker_pids(parent: int) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:   # field 4 of /proc/PID/stat (after the parenthesised name) is the parent
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    pids.add(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def test_a_worker_that_dies_is_started_again(tmp_path):
+    state = tmp_path / "state"
+    process, authority, _ = start_workers(state)
+    bundle = str(state / "tls" / "ca-bundle.pem")
+    try:
+        workers = _worker_pids(process.pid)
+        assert len(workers) == 2
+        killed = min(workers)
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = _worker_pids(process.pid)
+            if len(now) == 2 and killed not in now:
+                break
+            time.sleep(0.2)
+        assert len(now) == 2 and killed not in now, "the dead worker was not replaced"
+        seen = set()
+        for _ in range(60):   # new connections: both workers answer again
+            answer = requests.get(f"{authority}/v2.0/.well-known/openid-configuration",
+                                  verify=bundle, timeout=10)
+            assert answer.status_code == 200
+            seen.add(answer.headers["X-Emulator-Worker"])
+            if len(seen) == 2:
+                break
+        assert seen == {"0", "1"}
+        assert process.poll() is None
     finally:
         stop(process)
