@@ -41,12 +41,13 @@ class TodoStore:
         return [{"id": row[0], "text": row[1], "created": row[2]} for row in rows]
 
     def add(self, owner: str, text: str) -> dict[str, object]:
+        created = time.time()
         with closing(self._connect()) as db, db:
-            (count,) = db.execute("SELECT COUNT(*) FROM todos WHERE owner = ?",
-                                  (owner,)).fetchone()
-            if count >= MAX_ITEMS:
+            # The count and the insert in one statement: two requests at once cannot both
+            # find room for the last item.
+            cursor = db.execute("INSERT INTO todos (owner, text, created) SELECT ?, ?, ? "
+                                "WHERE (SELECT COUNT(*) FROM todos WHERE owner = ?) < ?",
+                                (owner, text, created, owner, MAX_ITEMS))
+            if cursor.rowcount == 0:
                 raise TooMany()
-            created = time.time()
-            cursor = db.execute("INSERT INTO todos (owner, text, created) VALUES (?, ?, ?)",
-                                (owner, text, created))
         return {"id": cursor.lastrowid, "text": text, "created": created}

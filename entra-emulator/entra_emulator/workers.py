@@ -9,8 +9,8 @@ new connections over the workers; everything a request needs from an earlier one
 state database (db.py), so any request may land on any worker. The parent then only watches:
 a worker that dies is started again; SIGTERM or Ctrl-C stops them all.
 
-Why processes: a request costs about 1.5 ms of CPU (two RSA signatures) in one interpreter
-behind the GIL; N processes use N cores.
+Why processes: a refresh grant costs about 3 ms of CPU (two RSA signatures among it) in one
+interpreter behind the GIL; N processes use N cores (bench/README.md).
 """
 
 from __future__ import annotations
