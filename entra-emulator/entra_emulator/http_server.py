@@ -12,9 +12,9 @@ that connects and says nothing stalls nobody:
   other until it times out. Ours wraps the socket without a handshake; the handshake runs on
   a worker thread when the client's first bytes arrive (within HANDSHAKE_SECONDS).
 - `process_conn`: cheroot hands a new connection to a worker thread at once, where it waits
-  for its first request; 16 silent connections would hold all 16 threads. Ours first puts a
-  new connection in the selector where kept-alive connections wait (`put_conn`), so it holds a
-  thread only once it has sent something. Idle connections are closed after
+  for its first request; as many silent connections as threads would hold them all. Ours
+  first puts a new connection in the selector where kept-alive connections wait (`put_conn`),
+  so it holds a thread only once it has sent something. Idle connections are closed after
   CONNECTION_TIMEOUT_SECONDS either way.
 
 It knows nothing of Entra; server.py runs the emulator's app on it (and bench/ runs a bare
@@ -35,8 +35,12 @@ from cheroot.makefile import StreamReader, StreamWriter
 from cheroot.ssl import Adapter
 from cheroot.wsgi import Server as WSGIServer
 
-# Requests answered at once per process; more wait in the queue. Idle connections hold none.
-THREADS = 16
+# Requests answered at once per port and process; more wait in the queue. Idle and silent
+# connections hold none. Few, because the requests share one GIL: with 16 threads, 8 clients
+# refreshing at once cost 3.3-3.5 ms of CPU per refresh, with 4 threads 2.6-2.9 ms, with 2
+# 2.3-2.5 ms (bench/README.md); 4 leaves room for a slow request (a delay fault, a half-sent
+# body) without stalling the rest. More cores: `serve --workers N`.
+THREADS = 4
 # A connection idle this long (between requests, or mid-request) is closed.
 CONNECTION_TIMEOUT_SECONDS = 30
 # Idle kept-alive connections held at once; past it, answers close their connection.
