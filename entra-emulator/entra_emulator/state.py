@@ -144,6 +144,12 @@ class RefreshGrant:
     issued_at: float
     expires_at: float
     used: bool = False
+    revoked: bool = False   # its family was revoked (read with the token, not stored in it)
+
+
+# The token's row and whether its family is revoked, in one statement.
+_GRANT_COLUMNS = ("record, used, EXISTS (SELECT 1 FROM revoked_families "
+                  "WHERE family = refresh_tokens.family AND until >= ?)")
 
 
 class RefreshTokenStore:
@@ -165,7 +171,7 @@ class RefreshTokenStore:
             connection.execute("INSERT INTO refresh_tokens (key, family, client_id, sid, "
                                "record, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                                (_digest(token), grant.family, grant.client_id, grant.sid,
-                                record_text(grant, "used"), grant.expires_at))
+                                record_text(grant, "used", "revoked"), grant.expires_at))
             # Issued by a refresh that raced its family's revocation: remember it longer. (A
             # revocation after the insert counts this token's expiry itself.)
             connection.execute("UPDATE revoked_families SET until = max(until, ?) "
@@ -173,19 +179,20 @@ class RefreshTokenStore:
         return token
 
     def find(self, token: str) -> RefreshGrant | None:
-        row = self._db.one("SELECT record, used FROM refresh_tokens WHERE key = ?",
-                           (_digest(token),))
-        return None if row is None else record_from_text(RefreshGrant, row[0], used=bool(row[1]))
+        row = self._db.one(f"SELECT {_GRANT_COLUMNS} FROM refresh_tokens "  # noqa: S608
+                           "WHERE key = ?", (self._clock.now(), _digest(token)))
+        return None if row is None else _grant_from(row)
 
     def use(self, token: str) -> tuple[RefreshGrant | None, bool]:
         """The grant and whether it was still usable (marked used by one statement: of two
         concurrent uses on any workers, one wins)."""
-        row = self._db.one("UPDATE refresh_tokens SET used = 1 WHERE key = ? AND used = 0 "
-                           "RETURNING record", (_digest(token),))
+        row = self._db.one(
+            f"UPDATE refresh_tokens SET used = 1 WHERE key = ? AND used = 0 "  # noqa: S608
+            f"RETURNING {_GRANT_COLUMNS}", (_digest(token), self._clock.now()))
         if row is None:
             return self.find(token), False
-        grant = record_from_text(RefreshGrant, row[0], used=True)
-        return grant, not self.is_revoked(grant.family)
+        grant = _grant_from(row)
+        return grant, not grant.revoked
 
     def revoke_family(self, family: str) -> None:
         with self._db.write() as connection:
@@ -209,6 +216,10 @@ class RefreshTokenStore:
 
     def __len__(self) -> int:
         return self._db.one("SELECT count(*) FROM refresh_tokens")[0]
+
+
+def _grant_from(row: tuple[str, int, int]) -> RefreshGrant:
+    return record_from_text(RefreshGrant, row[0], used=bool(row[1]), revoked=bool(row[2]))
 
 
 class RevokedAccessTokens:

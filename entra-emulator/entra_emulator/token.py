@@ -269,7 +269,7 @@ def refresh_token_grant(req: TokenRequest, basic: tuple[str, str] | None) -> dic
     if found.client_id != req.app.app_id:
         raise entra_error("InvalidGrant", reason="The refresh token was issued to another "
                                                  "client.")
-    if found.used or state.refresh_tokens.is_revoked(found.family):
+    if found.used or found.revoked:
         refuse_reused_refresh_token(state, found)
     # A request refused for its expiry or its scope must not spend the token: check both before
     # it is marked used.
