@@ -121,7 +121,8 @@ def main() -> int:
         print(f"These settings in .env still hold .env.sample's placeholders, so they count as "
               f"unset: {', '.join(unset)}. Using the embedded emulator instead; fill them in to "
               "use your own tenant.")
-    from entra_emulator.server import EmulatorServer, describe, env_settings
+    from entra_emulator.server import EmulatorServer
+    from entra_emulator.serving import describe, env_settings
 
     emu = EmulatorServer(state_dir=STATE_DIR, https_port=8443, http_port=8080)
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import flask_entra
-from entra_emulator.server import env_settings
+from entra_emulator.serving import env_settings
 from tests.extension.host_app import Driver
 from tests.support import ADELE, MEGAN
 

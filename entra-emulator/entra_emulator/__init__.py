@@ -22,9 +22,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from entra_emulator.directory import DirectoryError, load_directory
-from entra_emulator.server import EmulatorServer, env_settings
+from entra_emulator.serving import env_settings
 
 if TYPE_CHECKING:
+    from entra_emulator.server import EmulatorServer
     from entra_emulator.testing import (
         EntraEmulator,
         SignInError,
@@ -36,21 +37,21 @@ if TYPE_CHECKING:
 __all__ = ["DirectoryError", "EmulatorServer", "EntraEmulator", "SignInError", "SignInResult",
            "browser_sign_in", "env_settings", "load_directory", "sign_in"]
 
-# Imported on first use (PEP 562): testing.py imports requests, which `serve` never needs and
-# which would slow every start of `python -m entra_emulator`. `entra_emulator.testing` itself
-# stays reachable as an attribute, as when it was imported here.
-_TESTING_NAMES = frozenset({"EntraEmulator", "SignInError", "SignInResult", "browser_sign_in",
-                            "sign_in"})
+# Imported on first use (PEP 562), so that `python -m entra_emulator` starts quickly: the
+# server imports Flask and the whole app, which the parent of `serve --workers N` (it only
+# prepares and watches) and `check` never need; testing.py imports requests, which `serve`
+# never needs. The submodules stay reachable as attributes, as when they were imported here.
+_LAZY = {"EmulatorServer": "server", "EntraEmulator": "testing", "SignInError": "testing",
+         "SignInResult": "testing", "browser_sign_in": "testing", "sign_in": "testing",
+         "server": "server", "testing": "testing"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _TESTING_NAMES or name == "testing":
-        testing_module = importlib.import_module("entra_emulator.testing")
-        if name == "testing":
-            return testing_module
-        return getattr(testing_module, name)
+    if name in _LAZY:
+        module = importlib.import_module(f"entra_emulator.{_LAZY[name]}")
+        return module if name == _LAZY[name] else getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_TESTING_NAMES, "testing"})
+    return sorted({*globals(), *_LAZY})

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(args.index, args.directory, args.state, args.host, args.https_port,
                    args.http_port, args.authorization_response_iss)
         return 0
-    from entra_emulator.server import serve
+    from entra_emulator.serving import serve
 
     http_port = args.http_port if args.http_port is not None else (
         0 if args.https_port == 0 else 8080)

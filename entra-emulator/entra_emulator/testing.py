@@ -20,7 +20,8 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 import requests
 
 from entra_emulator.directory import DEFAULT_DIRECTORY, parse_directory
-from entra_emulator.server import EmulatorServer, env_settings
+from entra_emulator.server import EmulatorServer
+from entra_emulator.serving import env_settings
 
 FaultTarget = Literal["graph", "token"]
 FaultKind = Literal["429", "503", "claims_challenge", "delay"]

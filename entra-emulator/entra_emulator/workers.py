@@ -42,7 +42,7 @@ MAX_RESTARTS_PER_MINUTE = 5
 
 @dataclass
 class Endpoints:
-    """What server.env_settings and server.describe read of a running emulator."""
+    """What serving.env_settings and serving.describe read of a running emulator."""
 
     directory: Directory
     https_base: str

@@ -15,7 +15,8 @@ import jwt
 import pytest
 import requests
 
-from entra_emulator.server import EmulatorServer, write_env_file
+from entra_emulator.server import EmulatorServer
+from entra_emulator.serving import write_env_file
 from tests.support import (
     ADELE,
     WebApp,

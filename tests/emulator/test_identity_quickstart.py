@@ -25,7 +25,7 @@ import requests
 from flask import Flask
 from identity.flask import Auth  # the test extra; missing, collection fails saying so
 
-from entra_emulator.server import env_settings
+from entra_emulator.serving import env_settings
 from tests.quickstart_sample import LOGOUT_LINK, META_REFRESH, PRE, quickstart_app
 from tests.support import (
     ADELE,

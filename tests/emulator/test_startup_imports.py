@@ -1,5 +1,6 @@
 """Start-up cost: `python -m entra_emulator serve` does not import the testing helpers' HTTP
-client (requests), which entra_emulator's package imports lazily; the public API is unchanged."""
+client (requests), and the parent of `serve --workers N` not even Flask and the app; the package
+imports them lazily, and its public API is unchanged."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ def test_the_server_and_command_line_do_not_import_requests():
                                "import sys; print('requests' in sys.modules)"],
         capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_the_command_line_and_the_workers_parent_do_not_import_flask():
+    result = subprocess.run(
+        [sys.executable, "-c", "import entra_emulator.__main__, entra_emulator.serving, "
+                               "entra_emulator.workers; import sys; print('flask' in "
+                               "sys.modules, 'entra_emulator.app' in sys.modules)"],
+        capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.split() == ["False", "False"], result.stderr
 
 
 def test_the_testing_names_are_still_importable_from_the_package():
@@ -34,6 +44,9 @@ def test_the_testing_names_are_still_importable_from_the_package():
     assert browser_sign_in is testing.browser_sign_in
     assert entra_emulator.SignInError is testing.SignInError
     assert entra_emulator.SignInResult is testing.SignInResult
+    from entra_emulator import EmulatorServer, server
+
+    assert EmulatorServer is server.EmulatorServer
 
 
 def test_the_public_names_are_unchanged():

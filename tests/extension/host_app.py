@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask, jsonify
 
-from entra_emulator.server import env_settings
+from entra_emulator.serving import env_settings
 from flask_entra import Auth
 from tests.support import DEFAULT_PASSWORD, browser_sign_in
 

@@ -30,7 +30,7 @@ import pytest
 import requests
 from flask import Flask
 
-from entra_emulator.server import env_settings
+from entra_emulator.serving import env_settings
 from tests.quickstart_sample import LOGOUT_LINK, META_REFRESH, PRE, quickstart_app
 from tests.support import ADELE, DEFAULT_PASSWORD, browser_sign_in
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from entra_emulator.server import env_settings, write_env_file
+from entra_emulator.serving import env_settings, write_env_file
 from flask_entra.outbound import OutboundSession
 from tests.quickstart.webapp_support import (
     Browser,
