@@ -18,6 +18,7 @@ checks themselves.
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 
 from flask import Blueprint, Response, request
 
@@ -227,7 +228,9 @@ def sign_in(tenant: str) -> Response:
                                   "remember your password, reset it now.")
     state.sessions.end(request.cookies.get(SESSION_COOKIE))
     cookie, session = state.sessions.create(user, auth_time=state.now())
-    pending = state.pending.update(pending, signed_in_session=session.sid)
+    # Stored only if the flow goes on to the consent page (which stores the sign-in with its
+    # own changes); a flow that ends here with the code deletes it anyway.
+    pending = replace(pending, signed_in_session=session.sid)
     return _with_session_cookie(continue_flow(pending.request, session, pending), cookie)
 
 

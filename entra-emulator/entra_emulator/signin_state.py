@@ -74,7 +74,8 @@ class SessionStore:
                 "RETURNING seq", (_digest(cookie), session.sid, session.session_state,
                                   session.user_id, session.auth_time,
                                   self._clock.now())).fetchone()[0]
-            connection.execute("DELETE FROM sessions WHERE seq <= ?", (seq - self._limit,))
+            if seq > self._limit:   # (places start at 1: before that, nothing to drop)
+                connection.execute("DELETE FROM sessions WHERE seq <= ?", (seq - self._limit,))
         return cookie, session
 
     def get(self, cookie: str | None) -> Session | None:
@@ -140,7 +141,8 @@ class PendingStore:
             seq = connection.execute(
                 "INSERT INTO pending (ctx, record, created_at) VALUES (?, ?, ?) RETURNING seq",
                 (pending.ctx, _pending_text(pending), pending.created_at)).fetchone()[0]
-            connection.execute("DELETE FROM pending WHERE seq <= ?", (seq - self._limit,))
+            if seq > self._limit:   # (places start at 1: before that, nothing to drop)
+                connection.execute("DELETE FROM pending WHERE seq <= ?", (seq - self._limit,))
         return pending
 
     def get(self, ctx: str | None) -> PendingSignIn | None:
