@@ -146,10 +146,13 @@ class StateDB:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
+                connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                # (SQLite may have rolled back already, after an I/O error: then there is
+                # nothing to undo, and the connection must not be left inside a transaction.)
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
-            connection.execute("COMMIT")
 
     def run(self, sql: str, params: tuple | list = ()) -> int:
         """One statement in its own transaction (autocommit); the number of rows it changed."""

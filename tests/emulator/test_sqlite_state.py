@@ -92,8 +92,8 @@ def test_a_code_is_redeemed_once_across_connections(tmp_path):
 
 
 def test_concurrent_threads_of_one_process_each_write_and_one_use_wins(tmp_path):
-    """16 threads on one state file (as a worker's request threads): every write lands, none
-    fails on a locked database, and of 16 uses of one refresh token exactly one wins."""
+    """16 threads on one state file (more than a worker's request threads): every write lands,
+    none fails on a locked database, and of 16 uses of one refresh token exactly one wins."""
     clock = Clock()
     tokens = RefreshTokenStore(clock, StateDB.open(tmp_path))
     now = clock.now()

@@ -266,14 +266,14 @@ def test_a_worker_that_dies_is_started_again(tmp_path):
                 break
             time.sleep(0.2)
         assert len(now) == 2 and killed not in now, "the dead worker was not replaced"
-        seen = set()
-        for _ in range(60):   # new connections: both workers answer again
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
+        while seen != {"0", "1"} and time.monotonic() < deadline:
+            # New connections: both workers answer again (the new one once it listens).
             answer = requests.get(f"{authority}/v2.0/.well-known/openid-configuration",
                                   verify=bundle, timeout=10)
             assert answer.status_code == 200
             seen.add(answer.headers["X-Emulator-Worker"])
-            if len(seen) == 2:
-                break
         assert seen == {"0", "1"}
         assert process.poll() is None
     finally:
