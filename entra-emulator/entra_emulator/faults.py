@@ -88,7 +88,9 @@ class FaultInjector:
         if fault is None:
             return None
         if fault.kind == "delay":
-            # Sleep with nothing held, so other requests keep flowing; then serve normally.
+            # Sleep with no lock or connection held, so other requests keep flowing (on the
+            # server's other threads: http_server.THREADS delays at once fill them); then
+            # serve normally.
             time.sleep(fault.delay_seconds or 0)
             return None
         return _FAULT_RESPONSES[(fault.target, fault.kind)](fault)

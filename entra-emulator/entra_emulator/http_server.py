@@ -16,6 +16,10 @@ that connects and says nothing stalls nobody:
   first puts a new connection in the selector where kept-alive connections wait (`put_conn`),
   so it holds a thread only once it has sent something. Idle connections are closed after
   CONNECTION_TIMEOUT_SECONDS either way.
+- a deadline per request (`_DeadlineStream`, through the adapter's `makefile` and cheroot's
+  `ConnectionClass`): its line, headers and body must arrive within REQUEST_SECONDS of its first
+  byte. cheroot's timeout bounds each read only, so a client sending a byte every few seconds
+  would hold a thread for as long as it likes.
 
 It knows nothing of Entra; server.py runs the emulator's app on it (and bench/ runs a bare
 Flask app on it, as a baseline for the same server).
@@ -27,11 +31,13 @@ import errno
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from cheroot import errors as cheroot_errors
-from cheroot.makefile import StreamReader, StreamWriter
+from cheroot.makefile import MakeFile, StreamReader, StreamWriter
+from cheroot.server import HTTPConnection
 from cheroot.ssl import Adapter
 from cheroot.wsgi import Server as WSGIServer
 
@@ -49,6 +55,9 @@ LISTEN_BACKLOG = 1024
 MAX_HEADER_BYTES = 1024 * 1024
 # A TLS client that has begun its handshake has this long to finish it.
 HANDSHAKE_SECONDS = 10
+# A request (line, headers, body) must arrive within this long of its first byte; a slower one
+# is answered 408 (or, cut off mid-body, not at all) and its connection closed.
+REQUEST_SECONDS = 10
 # How long stop() waits for requests in progress.
 SHUTDOWN_SECONDS = 5
 Application = Callable[..., Iterable[bytes]]
@@ -58,7 +67,34 @@ class PortInUseError(OSError):
     """The port asked for is taken (the message names it)."""
 
 
-class _HandshakeOnFirstRead(socket.SocketIO):
+class _DeadlineStream(socket.SocketIO):
+    """The raw stream of a connection: the reads of one request end by REQUEST_SECONDS after
+    its first read (`new_request()` starts the next request's clock). Past it a read raises
+    the timeout cheroot answers with 408 and a closed connection."""
+
+    def __init__(self, sock: socket.socket, mode: str) -> None:
+        super().__init__(sock, mode)
+        self._socket = sock
+        self._deadline: float | None = None
+
+    def new_request(self) -> None:
+        self._deadline = None
+
+    def readinto(self, buffer: Any) -> int | None:
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + REQUEST_SECONDS
+        left = self._deadline - now
+        if left <= 0:
+            raise TimeoutError("timed out")   # the text cheroot looks for
+        self._socket.settimeout(min(left, CONNECTION_TIMEOUT_SECONDS))
+        try:
+            return super().readinto(buffer)
+        finally:   # writes keep the connection's own timeout
+            self._socket.settimeout(CONNECTION_TIMEOUT_SECONDS)
+
+
+class _HandshakeOnFirstRead(_DeadlineStream):
     """The raw stream of a TLS connection whose handshake has not run: the first read runs it,
     on the worker thread that reads. A failed handshake (plain HTTP, a client gone, a timeout)
     is cheroot's FatalSSLAlert, which closes the connection without an answer."""
@@ -82,12 +118,20 @@ class _HandshakeOnFirstRead(socket.SocketIO):
         return super().readinto(buffer)
 
 
-class _TLSReader(StreamReader):
-    def __init__(self, sock: ssl.SSLSocket, mode: str = "rb", bufsize: int = -1) -> None:
-        # cheroot's StreamReader, over the raw stream above instead of a plain SocketIO.
-        super(StreamReader, self).__init__(_HandshakeOnFirstRead(sock, mode),
-                                           bufsize if bufsize > 0 else 8192)
+class _Reader(StreamReader):
+    def __init__(self, raw: _DeadlineStream, bufsize: int = -1) -> None:
+        # cheroot's StreamReader, over one of the raw streams above instead of a SocketIO.
+        super(StreamReader, self).__init__(raw, bufsize if bufsize > 0 else 8192)
         self.bytes_read = 0
+
+
+def _makefile(sock: Any, mode: str = "r", bufsize: int = -1) -> Any:
+    """cheroot's makefile for a connection, reading through the streams above."""
+    if "r" in mode:
+        raw = _HandshakeOnFirstRead(sock, mode) if isinstance(sock, ssl.SSLSocket) \
+            else _DeadlineStream(sock, mode)
+        return _Reader(raw, bufsize)
+    return StreamWriter(sock, mode, bufsize if bufsize > 0 else 8192)
 
 
 class DeferredHandshakeTLS(Adapter):
@@ -109,19 +153,28 @@ class DeferredHandshakeTLS(Adapter):
         return {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
     def makefile(self, sock: Any, mode: str = "r", bufsize: int = -1) -> Any:
-        if "r" in mode:
-            return _TLSReader(sock, mode, bufsize)
-        return StreamWriter(sock, mode, bufsize if bufsize > 0 else 8192)
+        return _makefile(sock, mode, bufsize)
+
+
+class _Connection(HTTPConnection):
+    """cheroot's connection; a plain one also reads through a deadline stream."""
+
+    def __init__(self, server: Any, sock: Any, makefile: Any = MakeFile) -> None:
+        super().__init__(server, sock, _makefile if makefile is MakeFile else makefile)
 
 
 class _Server(WSGIServer):
-    """cheroot's WSGI server; a new connection waits in the selector for its first bytes."""
+    """cheroot's WSGI server; a new connection waits in the selector for its first bytes, and
+    each request's reads have a deadline."""
+
+    ConnectionClass = _Connection
 
     def process_conn(self, conn: Any) -> None:
         if not getattr(conn, "entra_emulator_waited", False):
             conn.entra_emulator_waited = True
             self.put_conn(conn)   # back here, to a worker thread, once it is readable
             return
+        conn.rfile.raw.new_request()   # a worker thread reads the next request now
         super().process_conn(conn)
 
 

@@ -79,3 +79,77 @@ def test_plain_http_to_the_tls_port_holds_no_thread_for_long(emulator):
             plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert plain.recv(100) == b""
     assert _discovery(emulator).status_code == 200
+
+
+def _trickle(sock: socket.socket, first: bytes, stop: threading.Event,
+             answers: list[bytes]) -> None:
+    """Send `first`, then a byte every 0.3 s (each read well inside the idle timeout) until the
+    server answers or closes; record what it said."""
+    sock.sendall(first)
+    while not stop.is_set():
+        try:
+            sock.settimeout(0.3)
+            data = sock.recv(200)
+            answers.append(data)
+            return
+        except TimeoutError:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                answers.append(b"")
+                return
+        except OSError:
+            answers.append(b"")
+            return
+
+
+def _trickling_clients(connect, first: bytes, count: int):
+    stop, answers = threading.Event(), []
+    sockets = [connect() for _ in range(count)]
+    threads = [threading.Thread(target=_trickle, args=(sock, first, stop, answers), daemon=True)
+               for sock in sockets]
+    for thread in threads:
+        thread.start()
+    return stop, answers, sockets, threads
+
+
+def test_a_request_trickled_in_is_cut_off_and_stalls_nobody_for_long(emulator, monkeypatch):
+    """cheroot's timeout bounds each read; a client sending a byte every 0.3 s would hold a
+    thread for ever. Each request now has REQUEST_SECONDS from its first byte, headers and
+    body: then 408, or a closed connection."""
+    from entra_emulator import http_server
+
+    monkeypatch.setattr(http_server, "REQUEST_SECONDS", 2)
+    host, port = _address(emulator)
+    context = ssl.create_default_context(cafile=emulator.ca_bundle)
+
+    def tls() -> socket.socket:
+        return context.wrap_socket(socket.create_connection((host, port), timeout=10),
+                                   server_hostname="localhost")
+
+    page_host, page_port = emulator.http_base.removeprefix("http://").rsplit(":", 1)
+    stop, answers, sockets, threads = _trickling_clients(
+        tls, b"GET /x HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", THREADS * 2)
+    body_stop, body_answers, body_sockets, body_threads = _trickling_clients(
+        tls, b"POST /common/oauth2/v2.0/token HTTP/1.1\r\nHost: localhost\r\n"
+             b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\n"
+             b"grant_type=", 1)
+    page_stop, page_answers, page_sockets, page_threads = _trickling_clients(
+        lambda: socket.create_connection((page_host, int(page_port)), timeout=10),
+        b"GET /static/emulator.css HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", 1)
+    try:
+        started = time.monotonic()
+        assert _discovery(emulator).status_code == 200   # threads freed by the deadline
+        assert time.monotonic() - started < 4.5
+        for thread in threads + body_threads + page_threads:
+            thread.join(timeout=6)
+        assert len(answers) == THREADS * 2 and len(body_answers) == 1 \
+            and len(page_answers) == 1
+        # Each cut off: a 408, or (the body being drained for the answer) just closed.
+        for answer in answers + page_answers + body_answers:
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+    finally:
+        for event in (stop, body_stop, page_stop):
+            event.set()
+        for sock in sockets + body_sockets + page_sockets:
+            sock.close()
