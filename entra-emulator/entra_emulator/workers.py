@@ -199,9 +199,12 @@ def run_worker(index: int, directory: str | None, state_dir: str, host: str, htt
                               https_port=https_port, http_port=http_port,
                               authorization_response_iss=authorization_response_iss,
                               reuse_port=True, access_log=True, worker=str(index)).start()
+    parent = os.getppid()
     try:
         print(f"{READY_LINE} {index} pid {os.getpid()}", flush=True)
-        while not stop.wait(0.5):
+        # A parent killed outright (SIGKILL) stops no worker: each leaves once it is orphaned,
+        # rather than holding the ports.
+        while not stop.wait(0.5) and os.getppid() == parent:
             pass
     finally:
         emulator.stop()

@@ -6,6 +6,7 @@ request is chosen by the test); the last ones run `serve --workers 2`, where the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -278,3 +279,28 @@ def test_a_worker_that_dies_is_started_again(tmp_path):
         assert process.poll() is None
     finally:
         stop(process)
+
+
+def test_workers_leave_when_their_parent_is_killed(tmp_path):
+    process, authority, _ = start_workers(tmp_path / "state")
+    workers = _worker_pids(process.pid)
+    assert len(workers) == 2
+    process.kill()   # SIGKILL: the parent cannot stop them
+    process.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_state_of(pid) != "Z" for pid in workers):
+            time.sleep(0.2)
+        assert all(_state_of(pid) == "Z" for pid in workers)
+    finally:
+        for pid in workers:   # never leave one behind, holding ports
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _state_of(pid: int) -> str:
+    """Field 3 of /proc/PID/stat (R, S, ...), "Z" once the process has exited."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
