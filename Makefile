@@ -56,9 +56,9 @@ bench-emulator: install
 	$(PY) bench/bench_emulator.py
 
 # The emulator against node oidc-provider (OpenID Certified), installed with npm into bench/peer:
-# the emulator with one worker process per core (node's libuv pool signs on both cores too).
+# the emulator with one worker process per core (node's libuv pool signs on every core too).
 bench-peer: install
-	$(PY) bench/bench_peer.py --emulator-args '--workers 2'
+	$(PY) bench/bench_peer.py --emulator-args "--workers $$(nproc)"
 
 clean:
 	rm -rf $(VENV) .emulator .flask_session screenshots .pytest_cache

@@ -99,17 +99,18 @@ class StartedServer:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
-    def memory_mb(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) in MB: the resident set now and its peak, summed over the process
-        tree (the emulator's workers)."""
-        fields = {"VmRSS": 0.0, "VmHWM": 0.0}
+    def memory_mb(self) -> tuple[float, float, float]:
+        """(VmRSS, VmHWM, largest VmHWM) in MB: the resident set now and its peak, summed over
+        the process tree (the emulator's workers), and the peak of its largest process."""
+        now = peak = largest = 0.0
         for pid in process_tree(self.process.pid):
             with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    name, _, value = line.partition(":")
-                    if name in fields:
-                        fields[name] += int(value.split()[0]) / 1024
-        return fields["VmRSS"], fields["VmHWM"]
+                fields = dict(line.partition(":")[::2] for line in
+                              Path(f"/proc/{pid}/status").read_text().splitlines())
+                now += int(fields["VmRSS"].split()[0]) / 1024
+                own_peak = int(fields["VmHWM"].split()[0]) / 1024
+                peak, largest = peak + own_peak, max(largest, own_peak)
+        return now, peak, largest
 
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(pid) for pid in process_tree(self.process.pid))
@@ -651,15 +652,22 @@ def report(cold: ColdStartResult, throughput: ThroughputResult, sign_in: SignInR
     if not sign_in_ok:
         missed.append(f"sign-in median {sign_in_median:.2f} ms > {SIGN_IN_TARGET_MS:g} ms")
 
-    (emulator_rss, emulator_peak), (bare_rss, bare_peak) = memory["emulator"], memory["bare"]
-    rss_ok = emulator_peak <= RSS_TARGET_MB
+    (emulator_rss, emulator_peak, largest), (bare_rss, bare_peak, _) = (memory["emulator"],
+                                                                       memory["bare"])
+    rss_ok = largest <= RSS_TARGET_MB   # the target is per serving process
     print("\n4. Memory after the load above (resident set now / peak)")
     print(f"   bare Flask process                    {bare_rss:6.1f} / {bare_peak:.1f} MB")
-    print(f"   emulator                              {emulator_rss:6.1f} / {emulator_peak:.1f} MB"
-          f"   peak x{emulator_peak / bare_peak:.2f} bare Flask   target <= {RSS_TARGET_MB:g} MB"
-          f"  {verdict(rss_ok)}")
+    judged = f"peak x{largest / bare_peak:.2f} bare Flask   target <= {RSS_TARGET_MB:g} MB  " \
+        f"{verdict(rss_ok)}"
+    if args.workers == 1:
+        print(f"   emulator                              {emulator_rss:6.1f} / "
+              f"{emulator_peak:.1f} MB   {judged}")
+    else:
+        print(f"   emulator, {args.workers + 1} processes (summed)       {emulator_rss:6.1f} / "
+              f"{emulator_peak:.1f} MB")
+        print(f"   emulator, its largest process          peak {largest:.1f} MB   {judged}")
     if not rss_ok:
-        missed.append(f"peak RSS {emulator_peak:.1f} MB > {RSS_TARGET_MB:g} MB")
+        missed.append(f"peak RSS {largest:.1f} MB > {RSS_TARGET_MB:g} MB")
     return missed
 
 
