@@ -303,13 +303,18 @@ def read_app_role_assignment(reader: ReaderLike, index: int, obj: Any) -> AppRol
     principal = reader.guid(entry, obj, "principalId")
     resource = reader.guid(entry, obj, "resourceId")
     role = reader.guid(entry, obj, "appRoleId")
+    return AppRoleAssignment(
+        id=_object_id(reader, entry, obj, f"appRoleAssignment:{principal}:{resource}:{role}"),
+        principal_id=principal, principal_type=kind or "", resource_id=resource,
+        app_role_id=role)
+
+
+def _object_id(reader: ReaderLike, entry: str, obj: dict[str, Any], seed: str) -> str:
+    """The entry's `id`, or one derived from `seed` (the same file gives the same ids)."""
     identifier = obj.get("id")
     if identifier is not None and not isinstance(identifier, str):
         raise reader.error(entry, "id", "must be a string")
-    return AppRoleAssignment(id=identifier or str(uuid.uuid5(
-        uuid.NAMESPACE_URL, f"appRoleAssignment:{principal}:{resource}:{role}")),
-        principal_id=principal, principal_type=kind or "", resource_id=resource,
-        app_role_id=role)
+    return identifier or str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
 
 
 def read_permission_grant(reader: ReaderLike, index: int, obj: Any) -> PermissionGrant:
@@ -331,10 +336,7 @@ def read_permission_grant(reader: ReaderLike, index: int, obj: Any) -> Permissio
         raise reader.error(entry, "scope", "must be a space-separated list of permission values")
     client = reader.guid(entry, obj, "clientId")
     resource = reader.guid(entry, obj, "resourceId")
-    identifier = obj.get("id")
-    if identifier is not None and not isinstance(identifier, str):
-        raise reader.error(entry, "id", "must be a string")
-    return PermissionGrant(id=identifier or str(uuid.uuid5(
-        uuid.NAMESPACE_URL, f"grant:{client}:{resource}:{principal}")),
+    return PermissionGrant(
+        id=_object_id(reader, entry, obj, f"grant:{client}:{resource}:{principal}"),
         client_id=client, consent_type=consent_type, principal_id=principal,
         resource_id=resource, scopes=tuple(dict.fromkeys(scope.split())))

@@ -291,9 +291,16 @@ def selected_properties(select: str | None,
     Graph matches names case-insensitively and answers with the schema's spelling. Besides
     the schema's properties, any property the directory gives this user may be selected.
     """
+    known = {**_PROPERTY_BY_LOWER_NAME, **{name.lower(): name for name in resource}}
+    return parse_select(select, known, "microsoft.graph.user")
+
+
+def parse_select(select: str | None, known: Mapping[str, str],
+                 type_name: str) -> tuple[str, ...] | None:
+    """$select's names, matched case-insensitively to `known` (lower-case name -> the schema's
+    spelling), once each, in the caller's order; None when it names none."""
     if select is None or not select.strip():
         return None
-    known = {**_PROPERTY_BY_LOWER_NAME, **{name.lower(): name for name in resource}}
     chosen: list[str] = []
     for raw in select.split(","):
         name = raw.strip()
@@ -302,7 +309,7 @@ def selected_properties(select: str | None,
         canonical = known.get(name.lower())
         if canonical is None:
             raise GraphError(400, "BadRequest", f"Could not find a property named '{name}' on "
-                             "type 'microsoft.graph.user'.")
+                             f"type '{type_name}'.")
         if canonical not in chosen:
             chosen.append(canonical)
     return tuple(chosen) or None

@@ -27,7 +27,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from entra_emulator import graph
 from entra_emulator.context import current_state
-from entra_emulator.graph import GraphError, bp, service_root
+from entra_emulator.graph import GraphError, bp, parse_select, service_root
 from entra_emulator.jsonsafe import UnsafeJson
 from entra_emulator.jsonsafe import loads as bounded_json_loads
 from entra_emulator.state import EmulatorState
@@ -192,20 +192,7 @@ def page_size() -> int:
 
 def selection(select: str | None) -> tuple[str, ...] | None:
     """$select's property names in the schema's spelling, in the caller's order."""
-    if select is None or not select.strip():
-        return None
-    chosen: list[str] = []
-    for raw in select.split(","):
-        name = raw.strip()
-        if not name:
-            continue
-        canonical = _PROPERTY_BY_LOWER.get(name.lower())
-        if canonical is None:
-            raise _bad_request(f"Could not find a property named '{name}' on type "
-                               "'microsoft.graph.directoryObject'.")
-        if canonical not in chosen:
-            chosen.append(canonical)
-    return tuple(chosen) or None
+    return parse_select(select, _PROPERTY_BY_LOWER, "microsoft.graph.directoryObject")
 
 
 # $skiptoken: X'<hex>' like Graph's directory tokens, holding "<collection>|<offset>" [inferred].

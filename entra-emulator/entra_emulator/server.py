@@ -25,6 +25,7 @@ from entra_emulator.directory import Directory, load_directory
 from entra_emulator.http_server import HTTPServer, listen
 from entra_emulator.http_server import PortInUseError as PortInUseError  # callers import it here
 from entra_emulator.keys import ensure_private_dir
+from entra_emulator.serving import Addresses
 from entra_emulator.state import EmulatorState
 from entra_emulator.tls import TlsFiles, ensure_tls_files
 
@@ -58,7 +59,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-class EmulatorServer:
+class EmulatorServer(Addresses):
     """The emulator in-process; a context manager. Ports 0 pick free ports."""
 
     def __init__(self, directory: str | Path | Directory | None = None,
@@ -177,18 +178,6 @@ class EmulatorServer:
     @property
     def directory(self) -> Directory:
         return self.state.directory
-
-    @property
-    def tenant_id(self) -> str:
-        return self.directory.tenant_id
-
-    @property
-    def authority(self) -> str:
-        return f"{self.https_base}/{self.tenant_id}"
-
-    @property
-    def graph_me_url(self) -> str:
-        return f"{self.https_base}/v1.0/me"
 
     @property
     def ca_bundle(self) -> str:

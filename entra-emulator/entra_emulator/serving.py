@@ -16,12 +16,33 @@ from typing import TYPE_CHECKING, Any
 from entra_emulator.keys import write_private_file
 
 if TYPE_CHECKING:
-    from entra_emulator.server import EmulatorServer
-    from entra_emulator.workers import Endpoints
+    from entra_emulator.directory import Directory
 
 
+class Addresses:
+    """A running emulator's addresses, from its https base and its directory: what
+    `env_settings` and `describe` read, in-process (server.EmulatorServer) or of a worker pool
+    (workers.Endpoints)."""
 
-def env_settings(emulator: EmulatorServer | Endpoints) -> dict[str, str]:
+    https_base: str
+    http_base: str
+    ca_bundle: str
+    directory: Directory
+
+    @property
+    def tenant_id(self) -> str:
+        return self.directory.tenant_id
+
+    @property
+    def authority(self) -> str:
+        return f"{self.https_base}/{self.tenant_id}"
+
+    @property
+    def graph_me_url(self) -> str:
+        return f"{self.https_base}/v1.0/me"
+
+
+def env_settings(emulator: Addresses) -> dict[str, str]:
     """What a web app needs to point at this emulator (the quickstart's .env keys)."""
     app = next((a for a in emulator.directory.applications if a.password_credentials),
                emulator.directory.applications[0] if emulator.directory.applications else None)
@@ -47,7 +68,7 @@ def write_env_file(path: str | Path, settings: dict[str, str]) -> None:
     write_private_file(Path(path), "\n".join(lines) + "\n")
 
 
-def describe(emulator: EmulatorServer | Endpoints, settings: dict[str, str]) -> str:
+def describe(emulator: Addresses, settings: dict[str, str]) -> str:
     users = emulator.directory.users
     lines = [
         f"Entra emulator for tenant {emulator.directory.tenant.display_name} "

@@ -31,6 +31,7 @@ from entra_emulator.db import StateDB
 from entra_emulator.directory import Directory, load_directory
 from entra_emulator.http_server import bind_address
 from entra_emulator.keys import KeyStore, ensure_private_dir
+from entra_emulator.serving import Addresses
 from entra_emulator.tls import ensure_tls_files
 
 READY_LINE = "entra-emulator worker ready"
@@ -41,25 +42,13 @@ MAX_RESTARTS_PER_MINUTE = 5
 
 
 @dataclass
-class Endpoints:
-    """What serving.env_settings and serving.describe read of a running emulator."""
+class Endpoints(Addresses):
+    """The worker pool's addresses, known before any worker starts."""
 
     directory: Directory
     https_base: str
     http_base: str
     ca_bundle: str
-
-    @property
-    def tenant_id(self) -> str:
-        return self.directory.tenant_id
-
-    @property
-    def authority(self) -> str:
-        return f"{self.https_base}/{self.tenant_id}"
-
-    @property
-    def graph_me_url(self) -> str:
-        return f"{self.https_base}/v1.0/me"
 
 
 class WorkerPool:
