@@ -8,12 +8,12 @@ import re
 import uuid
 from typing import Any
 
-import msal
 import pytest
 import requests
 
 from entra_emulator.directory import DEFAULT_DIRECTORY
-from tests.support import ADELE, DEFAULT_PASSWORD, MEGAN, browser_sign_in, decode_jwt
+from tests.emulator.authz_support import sign_in_with_msal, web_msal_app
+from tests.support import ADELE, DEFAULT_PASSWORD, MEGAN, decode_jwt
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 DEFAULT_KEYS = ["@odata.context", "businessPhones", "displayName", "givenName", "jobTitle",
@@ -23,20 +23,10 @@ ALEX = "AlexW@contoso.onmicrosoft.com"   # no photo, mobilePhone null in the def
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def msal_app(emu: Any, default_app: Any) -> msal.ConfidentialClientApplication:
-    return msal.ConfidentialClientApplication(
-        default_app.client_id, client_credential=default_app.client_secret,
-        authority=emu.authority, instance_discovery=False, verify=emu.ca_bundle,
-        token_cache=msal.TokenCache())
-
-
 def delegated_access_token(emu: Any, default_app: Any, username: str) -> str:
     """Auth code flow with unmodified MSAL through the emulator's sign-in pages."""
-    app = msal_app(emu, default_app)
-    flow = app.initiate_auth_code_flow(["User.Read"], redirect_uri=default_app.redirect_uri,
-                                       response_mode="form_post")
-    result = app.acquire_token_by_auth_code_flow(
-        flow, browser_sign_in(flow["auth_uri"], username, DEFAULT_PASSWORD).params)
+    result = sign_in_with_msal(web_msal_app(emu, default_app), default_app.redirect_uri,
+                               username, ["User.Read"])
     assert "access_token" in result, result
     return result["access_token"]
 
@@ -290,7 +280,7 @@ def test_scope_names_compare_case_insensitively(emulator, adele_token):
 
 
 def test_app_only_token_on_me_is_400(emulator, default_app):
-    result = msal_app(emulator, default_app).acquire_token_for_client(
+    result = web_msal_app(emulator, default_app).acquire_token_for_client(
         ["https://graph.microsoft.com/.default"])
     assert "access_token" in result, result
     assert_graph_error(graph_get(emulator, "/v1.0/me", result["access_token"]), 400,

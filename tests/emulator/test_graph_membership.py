@@ -11,16 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import msal
 import pytest
 import requests
 
 from entra_emulator.server import EmulatorServer
+from tests.emulator.authz_support import msal_app, sign_in_with_msal
 from tests.support import (
     ADELE,
-    DEFAULT_PASSWORD,
     MEGAN,
-    browser_sign_in,
     default_directory_document,
 )
 
@@ -97,13 +95,7 @@ def emu(emulator: EmulatorServer, tmp_path_factory: Any) -> Iterator[EmulatorSer
 
 def sign_in(emu: EmulatorServer, app_id: str, scopes: list[str], username: str = ADELE) -> str:
     """A Graph access token from unmodified MSAL's auth code flow."""
-    app = msal.ConfidentialClientApplication(
-        app_id, client_credential=SECRET, authority=emu.authority, instance_discovery=False,
-        verify=emu.ca_bundle, token_cache=msal.TokenCache())
-    flow = app.initiate_auth_code_flow(scopes, redirect_uri=REDIRECT,
-                                       response_mode="form_post")
-    result = app.acquire_token_by_auth_code_flow(
-        flow, browser_sign_in(flow["auth_uri"], username, DEFAULT_PASSWORD).params)
+    result = sign_in_with_msal(msal_app(emu, app_id, SECRET), REDIRECT, username, scopes)
     assert "access_token" in result, result
     return result["access_token"]
 
@@ -219,10 +211,7 @@ def test_actions_are_post_only(emu, reader_token):
 
 
 def test_app_only_and_missing_tokens_are_refused(emu):
-    app = msal.ConfidentialClientApplication(
-        READER, client_credential=SECRET, authority=emu.authority, instance_discovery=False,
-        verify=emu.ca_bundle, token_cache=msal.TokenCache())
-    app_token = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
+    app_token = msal_app(emu, READER, SECRET).acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert "access_token" in app_token, app_token
     for method, path in (("POST", "/me/getMemberGroups"), ("GET", "/me/memberOf")):
         response = call(emu, method, path, app_token["access_token"],
