@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import multiprocessing
 import os
 import queue
 import secrets
@@ -55,6 +54,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from bench_support import (
+    PipedProcesses,
     clean_env,
     machine_busy_seconds,
     process_cpu_seconds,
@@ -76,7 +76,6 @@ PASSWORD = "Passw0rd!"
 SCOPE = "User.Read offline_access openid profile"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"   # the access tokens' audience
 SERVER_START_SECONDS = 20
-CLIENT_ANSWER_SECONDS = 60
 HTTP_TIMEOUT_SECONDS = 30
 
 
@@ -492,60 +491,24 @@ class Round:
         return max(other, 0.0) / self.seconds
 
 
-class ClientPool:
-    """Client processes driven round by round over pipes."""
+class ClientPool(PipedProcesses):
+    """Client processes, one per refresh token, driven round by round."""
 
     def __init__(self, targets: dict[str, Target], cafile: str,
                  forms: list[dict[str, str]]) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.processes = []
-        for form in forms:
-            ours, theirs = context.Pipe()
-            process = context.Process(target=client_process, args=(targets, cafile, form, theirs),
-                                      daemon=True)
-            process.start()
-            theirs.close()
-            self.pipes.append(ours)
-            self.processes.append(process)
-
-    def _answers(self) -> list[Any]:
-        answers = []
-        for pipe in self.pipes:
-            if not pipe.poll(CLIENT_ANSWER_SECONDS):
-                raise RuntimeError("a client process did not answer")
-            answer = pipe.recv()
-            if isinstance(answer, str) and answer.startswith("error"):
-                raise RuntimeError(f"a client failed: {answer}")
-            answers.append(answer)
-        return answers
+        super().__init__(client_process, [(targets, cafile, form) for form in forms])
 
     def run_round(self, kind: str, server: StartedServer, warmup: int,
                   seconds: float) -> Round:
-        for pipe in self.pipes:
-            pipe.send((kind, warmup))
-        self._answers()   # all warmed up
-        start_at = time.monotonic() + 0.05
-        for pipe in self.pipes:
-            pipe.send((start_at, seconds))
-        while time.monotonic() < start_at:
-            time.sleep(0.0005)
+        self.send_all((kind, warmup))
+        self.answers()   # all warmed up
+        self.start_together(seconds)
         server_before, busy_before = server.cpu_seconds(), machine_busy_seconds()
-        answers = self._answers()
+        answers = self.answers()
         return Round(requests=sum(count for count, _ in answers), seconds=seconds,
                      server_cpu_seconds=server.cpu_seconds() - server_before,
                      client_cpu_seconds=sum(cpu for _, cpu in answers),
                      machine_busy_seconds=machine_busy_seconds() - busy_before)
-
-    def close(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(None)
-        for process in self.processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
 
 
 @dataclass

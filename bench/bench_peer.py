@@ -48,7 +48,6 @@ import contextlib
 import dataclasses
 import http.client
 import json
-import multiprocessing
 import os
 import queue
 import secrets
@@ -70,6 +69,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from bench_support import (
     REPO,
+    PipedProcesses,
     clean_env,
     machine_busy_seconds,
     process_cpu_seconds,
@@ -95,7 +95,6 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"   # the emulator's access 
 PEER_RESOURCE = "urn:entra-bench:graph"                  # the peer's access tokens' audience
 SERVER_START_SECONDS = 20
 HTTP_TIMEOUT_SECONDS = 30
-CLIENT_ANSWER_SECONDS = 60
 NPM_INSTALL_SECONDS = 300
 SIGN_IN_PAGES = 8          # browser requests at most per sign-in
 PHASE_SECONDS = 120        # any one sign-in phase, whatever the count
@@ -604,31 +603,11 @@ class Round:
                 max(others, 0.0) / self.seconds)
 
 
-class ClientPool:
-    """Client processes, started once and driven round by round over pipes."""
+class ClientPool(PipedProcesses):
+    """Client processes, started once and driven round by round (any server, any tokens)."""
 
     def __init__(self, clients: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.processes: list[Any] = []
-        for _ in range(clients):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=client_process, args=(theirs,), daemon=True)
-            process.start()
-            theirs.close()
-            self.pipes.append(ours)
-            self.processes.append(process)
-
-    def _answers(self) -> list[Any]:
-        answers = []
-        for pipe in self.pipes:
-            if not pipe.poll(CLIENT_ANSWER_SECONDS):
-                raise RuntimeError("a client process did not answer")
-            answer = pipe.recv()
-            if isinstance(answer, str) and answer.startswith("error"):
-                raise RuntimeError(f"a client failed: {answer}")
-            answers.append(answer)
-        return answers
+        super().__init__(client_process, [() for _ in range(clients)])
 
     def run_round(self, server: StartedServer, forms: list[dict[str, str]], check: TokenCheck,
                   args: argparse.Namespace) -> Round:
@@ -637,35 +616,20 @@ class ClientPool:
                                  "cafile": server.side.cafile, "form": form,
                                  "warmup": args.warmup, "sample_every": args.sample_every,
                                  "check": dataclasses.asdict(check)}))
-        self._answers()   # all connected and warmed up
+        self.answers()   # all connected and warmed up
         pids = server.pids()
-        start_at = time.monotonic() + 0.05
-        for pipe in self.pipes:
-            pipe.send((start_at, args.seconds))
-        while time.monotonic() < start_at:
-            time.sleep(0.0005)
+        self.start_together(args.seconds)
         server_before, busy_before = server.cpu_seconds(pids), machine_busy_seconds()
         own_before = sum(os.times()[:2])
-        answers = self._answers()
+        answers = self.answers()
         result = Round(requests=sum(count for count, _ in answers), seconds=args.seconds,
                        server_cpu_seconds=server.cpu_seconds(pids) - server_before,
                        client_cpu_seconds=sum(cpu for _, cpu in answers),
                        own_cpu_seconds=sum(os.times()[:2]) - own_before,
                        machine_busy_seconds=machine_busy_seconds() - busy_before)
-        for pipe in self.pipes:
-            pipe.send("verify")
-        result.tokens_verified = sum(self._answers())
+        self.send_all("verify")
+        result.tokens_verified = sum(self.answers())
         return result
-
-    def close(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(None)
-        for process in self.processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
 
 
 # ------------------------------------------------------------------------------------------------

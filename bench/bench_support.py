@@ -6,6 +6,7 @@ memory-only redis-server. Imported as a sibling module (the benchmarks run as
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 import socket
@@ -156,3 +157,60 @@ class RedisServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+# ------------------------------------------------------------------------------------------------
+# Client processes driven over pipes (the throughput benchmarks' clients)
+# ------------------------------------------------------------------------------------------------
+
+CLIENT_ANSWER_SECONDS = 60
+
+
+class PipedProcesses:
+    """Processes ("spawn": they import the benchmark afresh) each running `target(*args,
+    pipe)`, driven by messages over their pipes."""
+
+    def __init__(self, target: Callable[..., None], args_per_process: list[tuple]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Any] = []
+        self.processes: list[Any] = []
+        for args in args_per_process:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=target, args=(*args, theirs), daemon=True)
+            process.start()
+            theirs.close()
+            self.pipes.append(ours)
+            self.processes.append(process)
+
+    def send_all(self, message: Any) -> None:
+        for pipe in self.pipes:
+            pipe.send(message)
+
+    def answers(self) -> list[Any]:
+        """One answer from each process; a process that fails says "error: ..."."""
+        answers = []
+        for pipe in self.pipes:
+            if not pipe.poll(CLIENT_ANSWER_SECONDS):
+                raise RuntimeError("a client process did not answer")
+            answer = pipe.recv()
+            if isinstance(answer, str) and answer.startswith("error"):
+                raise RuntimeError(f"a client failed: {answer}")
+            answers.append(answer)
+        return answers
+
+    def start_together(self, seconds: float) -> None:
+        """Tell every process to run a `seconds` window from one instant; return at it."""
+        start_at = time.monotonic() + 0.05
+        self.send_all((start_at, seconds))
+        while time.monotonic() < start_at:
+            time.sleep(0.0005)
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
