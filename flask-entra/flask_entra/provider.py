@@ -9,6 +9,7 @@ tokens that come with a refresh) and Discovery 4.3; PyJWT does the signature and
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -128,8 +129,10 @@ class Provider:
         with self._lock:
             if self._fresh_enough():
                 return self._metadata  # type: ignore[return-value]
-            if self._last_failure is not None:
-                raise self._last_failure
+            if self._last_failure is not None and self._clock() < self._metadata_retry_at:
+                # A copy: re-raising the one stored exception would chain every caller's
+                # frames onto its traceback (and share it between threads).
+                raise copy.copy(self._last_failure)
             try:
                 self._metadata = self._fetch_metadata()
             except ProviderError as exc:
@@ -138,17 +141,16 @@ class Provider:
                     return self._metadata  # stale, but the best there is while it is down
                 self._last_failure = exc
                 raise
-            self._metadata_fetched_at = self._clock()
+            self._metadata_fetched_at, self._last_failure = self._clock(), None
             return self._metadata
 
     def _fresh_enough(self) -> bool:
         now = self._clock()
-        if now >= self._metadata_retry_at:
-            self._last_failure = None
-        elif self._metadata is not None:
+        if self._metadata is None:
+            return False
+        if now < self._metadata_retry_at:
             return True  # a re-read failed a moment ago: keep what we have
-        return self._metadata is not None and (
-            now - self._metadata_fetched_at <= METADATA_LIFETIME_SECONDS)
+        return now - self._metadata_fetched_at <= METADATA_LIFETIME_SECONDS
 
     def cached_metadata(self) -> ProviderMetadata | None:
         return self._metadata

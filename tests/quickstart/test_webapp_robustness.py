@@ -16,6 +16,7 @@ import math
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -336,3 +337,19 @@ def test_pages_do_not_keep_waiting_on_a_provider_that_is_down(closed_port) -> No
     assert len(attempts) > tried
     with pytest.raises(ProviderError):  # what needs it (a sign-in) still tries, and says why
         provider.metadata()
+
+
+def test_while_the_provider_is_down_each_caller_gets_its_own_error(closed_port) -> None:
+    """The remembered failure is raised as a copy: re-raising one exception object would
+    chain every failed request's frames onto its traceback (and share it between threads)."""
+    provider = Provider(OutboundSession(5, None), f"https://localhost:{closed_port}/tenant-id",
+                        "client-id", clock=Clock())
+    raised = []
+    for _ in range(50):
+        with pytest.raises(ProviderError) as caught:
+            provider.metadata()
+        raised.append(caught.value)
+    assert len({id(error) for error in raised}) == len(raised)
+    depths = [len(traceback.extract_tb(error.__traceback__)) for error in raised]
+    assert max(depths) < 10 and len(set(depths[1:])) == 1   # no growth from call to call
+    assert {str(error) for error in raised} == {str(raised[0])}
