@@ -41,3 +41,16 @@ def test_racing_adds_never_pass_the_limit(tmp_path):
         thread.join(timeout=60)
     assert sorted(outcomes) == ["added"] * 3 + ["refused"] * 9
     assert len(store.list("alice")) == MAX_ITEMS
+
+
+def test_the_api_takes_the_web_apps_tenant_list(tmp_path):
+    """With a multi-tenant AUTHORITY, the To-do API lets in no tenant the web app would not."""
+    from todo_api import create_app
+
+    app = create_app({"TODO_API_CLIENT_ID": "api-client", "TODO_API_CLIENT_SECRET": "s",
+                      "AUTHORITY": "https://login.microsoftonline.com/organizations",
+                      "ALLOWED_TENANTS": "11111111-1111-1111-1111-111111111111, "
+                                         "22222222-2222-2222-2222-222222222222",
+                      "TODO_DB": str(tmp_path / "todos.db"), "SECRET_KEY": "x" * 32})
+    assert app.config["ENTRA_ALLOWED_TENANTS"] == ["11111111-1111-1111-1111-111111111111",
+                                                   "22222222-2222-2222-2222-222222222222"]

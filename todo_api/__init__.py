@@ -44,6 +44,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         ENTRA_CLIENT_CREDENTIAL=settings.get("TODO_API_CLIENT_SECRET"),
         ENTRA_AUTHORITY=settings.get("AUTHORITY"),
         ENTRA_CA_BUNDLE=settings.get("CA_BUNDLE") or None,
+        # The web app's tenant list, so a multi-tenant AUTHORITY lets in no other tenant here.
+        ENTRA_ALLOWED_TENANTS=settings.get("ALLOWED_TENANTS", "").replace(",", " ").split(),
         ENTRA_GRAPH_ENDPOINT=graph_me.rsplit("/me", 1)[0],
         TODO_GRAPH_ME=graph_me)
     auth.init_app(app)

@@ -26,6 +26,7 @@ from typing import Any
 from flask import current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from .authorization import user_roles
 from .provider import TokenError, provider_calls
 from .sealing import SealError
 
@@ -55,7 +56,7 @@ def token_required(function: Callable[..., Any] | None = None, /, *,
             message = str(exc)
             return bearer_error(401, "invalid_token", f"{message[:1].upper()}{message[1:]}.")
         granted_scopes = set(str(claims.get("scp") or "").split())
-        granted_roles = {str(r) for r in claims.get("roles") or () if isinstance(r, str)}
+        granted_roles = set(user_roles(claims))
         if not granted_scopes and not granted_roles:
             return bearer_error(401, "invalid_token", "The token carries neither scp nor roles.")
         app_only = not granted_scopes
