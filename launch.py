@@ -74,13 +74,10 @@ def run_apps(extra_env: dict[str, str], with_todo_api: bool) -> int:
     try:
         return child.wait()
     except KeyboardInterrupt:
-        # At a terminal Ctrl-C reaches the children too; a signal sent to this process alone
-        # (a process manager, a test) does not, so pass it on.
-        for process in (child, todo):
-            if process is not None:
-                process.send_signal(signal.SIGINT)
         return 130
     finally:
+        # At a terminal Ctrl-C reaches the children too; a signal sent to this process alone
+        # (a process manager, a test) does not, so pass it on to those still running, once.
         for process in (child, todo):
             if process is None:
                 continue

@@ -16,6 +16,7 @@ from entra_emulator import admin, authorize, discovery, faults, graph, logout, t
 from entra_emulator.context import EXTENSION_KEY, current_state
 from entra_emulator.db import StateDB
 from entra_emulator.defects import DefectInjector
+from entra_emulator.device_code import DeviceCodeStore
 from entra_emulator.directory import Directory, load_directory
 from entra_emulator.errors import json_response
 from entra_emulator.keys import KeyStore, ensure_private_dir
@@ -62,7 +63,7 @@ def build_state(config: EmulatorConfig) -> EmulatorState:
         http_base=config.http_base.rstrip("/"), state_dir=state_dir, clock=clock,
         sessions=SessionStore(clock, db=db), pending=PendingStore(clock, db=db),
         codes=CodeStore(clock, db), refresh_tokens=RefreshTokenStore(clock, db),
-        consents=ConsentStore(db), db=db)
+        consents=ConsentStore(db), db=db, device_codes=DeviceCodeStore(clock, db))
 
 
 def create_app(config: EmulatorConfig | Mapping[str, Any]) -> Flask:

@@ -82,9 +82,17 @@ CREATE TABLE faults (
 CREATE TABLE defects (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, client_key TEXT NOT NULL, defect TEXT NOT NULL);
 """
+# Device authorizations (device_code.py): added within schema 1, so also created in a file that
+# predates them (idempotent, at every open).
+DEVICE_CODES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS device_codes (
+    key TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, user_code TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL, forget_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS device_codes_forget_at ON device_codes (forget_at);
+"""
 # What a reset of the emulator between tests empties (consents and keys are put back instead).
 VOLATILE_TABLES = ("codes", "refresh_tokens", "revoked_families", "revoked_access_tokens",
-                   "sessions", "pending", "faults", "defects")
+                   "sessions", "pending", "faults", "defects", "device_codes")
 
 
 class StateError(RuntimeError):
@@ -200,7 +208,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _create(connection: sqlite3.Connection) -> None:
     """The schema, in the caller's transaction (executescript would commit it first)."""
-    for statement in SCHEMA.split(";\n"):
+    for statement in (SCHEMA + DEVICE_CODES_SCHEMA).split(";\n"):
         if statement.strip():
             connection.execute(statement)
     connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -228,6 +236,7 @@ def _prepare(path: Path) -> None:
             else:
                 connection.execute("ROLLBACK")
                 _check_kind(path, application_id, version)
+                connection.executescript(DEVICE_CODES_SCHEMA)
             connection.execute("PRAGMA journal_mode = WAL")
         finally:
             connection.close()

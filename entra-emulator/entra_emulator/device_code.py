@@ -54,14 +54,6 @@ VERIFICATION_PATH = "/devicelogin"
 MESSAGE = ("To sign in, use a web browser to open the page {uri} and enter the code {code} to "
            "authenticate.")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS device_codes (
-    key TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, user_code TEXT NOT NULL UNIQUE,
-    record TEXT NOT NULL, forget_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS device_codes_forget_at ON device_codes (forget_at);
-"""
-
-
 @dataclass(frozen=True)
 class DeviceAuthorization:
     id: str                    # internal: names the flow on the device-login pages
@@ -84,8 +76,7 @@ class DeviceCodeStore:
 
     def __init__(self, clock: Clock, db: StateDB | None = None) -> None:
         self._clock = clock
-        self._db = db or StateDB.in_memory()
-        self._db.connection().executescript(SCHEMA)
+        self._db = db or StateDB.in_memory()   # its table: db.DEVICE_CODES_SCHEMA
 
     def issue(self, record: DeviceAuthorization) -> tuple[str, str]:
         """(device_code, user_code) of a new authorization."""
@@ -169,13 +160,8 @@ def normalize_user_code(text: str) -> str:
 
 
 def device_codes() -> DeviceCodeStore:
-    """The store of the current emulator state (made on first use, over its database)."""
-    state = current_state()
-    store = getattr(state, "device_codes", None)
-    if store is None:
-        store = DeviceCodeStore(state.clock, getattr(state, "db", None))
-        state.device_codes = store   # type: ignore[attr-defined]
-    return store
+    """The current emulator state's store."""
+    return current_state().device_codes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ class EmulatorState:
     refresh_tokens: RefreshTokenStore
     consents: ConsentStore
     db: StateDB = field(default_factory=StateDB.in_memory)
+    device_codes: Any = None   # device_code.DeviceCodeStore (app.build_state makes it)
     # `uti`s of access tokens revoked because their authorization code was used twice.
     revoked_access_tokens: RevokedAccessTokens = field(init=False)
 

@@ -22,7 +22,8 @@ def held(emulator) -> int:
 
 
 def test_an_oversized_request_is_refused_and_stores_nothing(emulator):
-    before = held(emulator) if devicecode(emulator).ok else 0
+    assert devicecode(emulator).status_code == 200   # (and its table exists)
+    before = held(emulator)
     refused = devicecode(emulator, scope="User.Read " * 1000)
     assert_entra_error(refused, 400, "invalid_request", 90015)
     assert held(emulator) == before
@@ -36,3 +37,11 @@ def test_only_the_newest_device_codes_are_kept(emulator, monkeypatch):
         store = device_code.device_codes()
         assert [store.by_user_code(c) is not None for c in codes] == [False, False, True,
                                                                       True, True]
+
+
+def test_a_reset_forgets_device_codes(emulator):
+    """Like every sign-in in progress, a device authorization does not outlive a test."""
+    assert devicecode(emulator).status_code == 200
+    assert held(emulator) > 0
+    emulator.state.reset_to(emulator.state.snapshot())
+    assert held(emulator) == 0
