@@ -39,6 +39,10 @@ ID_TOKEN_LIFETIME_SECONDS = 3900       # 65 minutes, as seen on real v2 ID token
 ACCESS_TOKEN_LIFETIME_RANGE = (3600, 5400)
 # How long a redeemed or expired code is remembered, so reuse is told apart from garbage.
 SPENT_CODE_MEMORY_SECONDS = 3600
+# Held at once, newest kept (like pending sign-ins and SSO sessions): anyone who can sign in can
+# mint codes and refresh tokens in a loop, and each is otherwise kept until it expires.
+MAX_CODES = 10_000
+MAX_REFRESH_TOKENS = 100_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,8 +75,10 @@ _CODE_STATE = ("redeemed", "issued_families", "issued_access_tokens")
 
 
 class CodeStore:
-    def __init__(self, clock: Clock, db: StateDB | None = None) -> None:
+    def __init__(self, clock: Clock, db: StateDB | None = None, *,
+                 limit: int = MAX_CODES) -> None:
         self._clock = clock
+        self._limit = limit
         self._db = db or StateDB.in_memory()
         self._purge = Purge(self._db, clock, "DELETE FROM codes WHERE forget_at < ?")
 
@@ -80,11 +86,12 @@ class CodeStore:
         code = opaque_token("1.A")
         with self._db.write() as connection:
             self._purge(connection)
-            connection.execute("INSERT INTO codes (key, record, client_id, sid, forget_at) "
-                               "VALUES (?, ?, ?, ?, ?)",
-                               (_digest(code), record_text(record, *_CODE_STATE),
-                                record.client_id, record.sid,
-                                record.expires_at + SPENT_CODE_MEMORY_SECONDS))
+            row = connection.execute(
+                "INSERT INTO codes (key, record, client_id, sid, forget_at) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING rowid",
+                (_digest(code), record_text(record, *_CODE_STATE), record.client_id,
+                 record.sid, record.expires_at + SPENT_CODE_MEMORY_SECONDS)).fetchone()[0]
+            _keep_newest(connection, "codes", row, self._limit)
         return code
 
     def find(self, code: str) -> AuthorizationCode | None:
@@ -153,8 +160,10 @@ _GRANT_COLUMNS = ("record, used, EXISTS (SELECT 1 FROM revoked_families "
 
 
 class RefreshTokenStore:
-    def __init__(self, clock: Clock, db: StateDB | None = None) -> None:
+    def __init__(self, clock: Clock, db: StateDB | None = None, *,
+                 limit: int = MAX_REFRESH_TOKENS) -> None:
         self._clock = clock
+        self._limit = limit
         self._db = db or StateDB.in_memory()
         # A revoked family is remembered until its last grant expires (a token past that is
         # unknown anyway).
@@ -168,10 +177,12 @@ class RefreshTokenStore:
         with self._db.write() as connection:   # one commit for the statements
             self._purge_grants(connection)
             self._purge_revoked(connection)
-            connection.execute("INSERT INTO refresh_tokens (key, family, client_id, sid, "
-                               "record, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                               (_digest(token), grant.family, grant.client_id, grant.sid,
-                                record_text(grant, "used", "revoked"), grant.expires_at))
+            row = connection.execute(
+                "INSERT INTO refresh_tokens (key, family, client_id, sid, record, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING rowid",
+                (_digest(token), grant.family, grant.client_id, grant.sid,
+                 record_text(grant, "used", "revoked"), grant.expires_at)).fetchone()[0]
+            _keep_newest(connection, "refresh_tokens", row, self._limit)
             # Issued by a refresh that raced its family's revocation: remember it longer. (A
             # revocation after the insert counts this token's expiry itself.)
             connection.execute("UPDATE revoked_families SET until = max(until, ?) "
@@ -220,6 +231,13 @@ class RefreshTokenStore:
 
 def _grant_from(row: tuple[str, int, int]) -> RefreshGrant:
     return record_from_text(RefreshGrant, row[0], used=bool(row[1]), revoked=bool(row[2]))
+
+
+def _keep_newest(connection: Any, table: str, newest: int, limit: int) -> None:
+    """Drop the rows older than the newest `limit` (rowids grow with each insert)."""
+    if newest > limit:
+        connection.execute(f"DELETE FROM {table} WHERE rowid <= ?",  # noqa: S608 - our tables
+                           (newest - limit,))
 
 
 class RevokedAccessTokens:

@@ -76,6 +76,28 @@ def test_expired_rows_are_purged():
     assert db.one("SELECT count(*) FROM codes")[0] == 1 and len(tokens) == 1
 
 
+def test_only_the_newest_codes_and_refresh_tokens_are_kept():
+    """Anyone who can sign in can mint codes and refresh tokens in a loop: the store keeps the
+    newest, a bounded number, not everything until it expires."""
+    clock, db = Clock(), StateDB.in_memory()
+    codes, tokens = CodeStore(clock, db, limit=3), RefreshTokenStore(clock, db, limit=3)
+    now = clock.now()
+    code = AuthorizationCode(
+        client_id="c", redirect_uri="r", user_id="u", scope="openid", granted=frozenset(),
+        nonce=None, code_challenge=None, code_challenge_method=None, sid="s", auth_time=0,
+        include_auth_time=False, tenant_id="t", issued_at=now,
+        expires_at=now + CODE_LIFETIME_SECONDS)
+    grant = RefreshGrant(family="f", client_id="c", user_id="u", tenant_id="t",
+                         granted=frozenset(), sid="s", auth_time=0, include_auth_time=False,
+                         issued_at=now, expires_at=now + 100)
+    issued_codes = [codes.issue(code) for _ in range(5)]
+    issued_tokens = [tokens.issue(grant) for _ in range(5)]
+    assert [codes.find(c) is not None for c in issued_codes] == [False, False, True, True, True]
+    assert [tokens.find(t) is not None for t in issued_tokens] == [False, False, True, True,
+                                                                   True]
+    assert db.one("SELECT count(*) FROM codes")[0] == 3 and len(tokens) == 3
+
+
 def test_a_code_is_redeemed_once_across_connections(tmp_path):
     """Two stores on one file (as two workers have): one redemption wins."""
     first, second = (CodeStore(Clock(), StateDB.open(tmp_path)) for _ in range(2))
