@@ -22,7 +22,6 @@ by one worker is polled on another and approved on a third.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass, replace
@@ -35,6 +34,7 @@ from entra_emulator.client_auth import TokenRequest, authenticate_without_redire
 from entra_emulator.context import current_state, tenant_id_for
 from entra_emulator.db import StateDB
 from entra_emulator.errors import EntraError, entra_error, error_json_response, json_response
+from entra_emulator.records import digest
 from entra_emulator.request_limits import check_lengths
 from entra_emulator.scopes import parse_scopes
 from entra_emulator.state import Clock, random_token
@@ -94,7 +94,7 @@ class DeviceCodeStore:
             connection.execute(
                 "INSERT INTO device_codes (key, id, user_code, record, forget_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (_digest(device_code), record.id, user_code, _text(record),
+                (digest(device_code), record.id, user_code, _text(record),
                  record.expires_at + SPENT_MEMORY_SECONDS))
             # Anyone who knows a public client id can start one: keep the newest few thousand.
             connection.execute("DELETE FROM device_codes WHERE rowid <= "
@@ -102,7 +102,7 @@ class DeviceCodeStore:
         return device_code, user_code
 
     def find(self, device_code: str) -> DeviceAuthorization | None:
-        return self._one("key = ?", _digest(device_code))
+        return self._one("key = ?", digest(device_code))
 
     def by_user_code(self, user_code: str) -> DeviceAuthorization | None:
         return self._one("user_code = ?", normalize_user_code(user_code))
@@ -117,7 +117,7 @@ class DeviceCodeStore:
 
     def redeem(self, device_code: str) -> DeviceAuthorization | None:
         """The approved authorization, marked redeemed (once: None for a second caller)."""
-        return self._move("key = ?", _digest(device_code), "approved", status="redeemed")
+        return self._move("key = ?", digest(device_code), "approved", status="redeemed")
 
     def _one(self, where: str, value: str) -> DeviceAuthorization | None:
         row = self._db.one(f"SELECT record FROM device_codes WHERE {where}",  # noqa: S608
@@ -138,10 +138,6 @@ class DeviceCodeStore:
                                (_text(record), row[0]))
         return record
 
-
-def _digest(device_code: str) -> str:
-    # The store holds a hash, never the device code itself.
-    return hashlib.sha256(device_code.encode("utf-8")).hexdigest()
 
 
 def _text(record: DeviceAuthorization) -> str:

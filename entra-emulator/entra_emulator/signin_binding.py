@@ -15,19 +15,17 @@ consent form needs nothing more: it is bound to the SSO session that was shown i
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
 
 from flask import Response, after_this_request, request
 
+from entra_emulator.records import digest
+
 BINDING_COOKIE = "esctx"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{43}")   # what secrets.token_urlsafe(32) gives
 
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode("ascii")).hexdigest()
 
 
 def browser_binding() -> str:
@@ -44,7 +42,7 @@ def browser_binding() -> str:
             response.set_cookie(BINDING_COOKIE, value, httponly=True, samesite="Lax",
                                 secure=secure, path="/")
             return response
-    return _digest(value)
+    return digest(value)
 
 
 def is_same_browser(bound_to: str | None) -> bool:
@@ -52,4 +50,4 @@ def is_same_browser(bound_to: str | None) -> bool:
     value = request.cookies.get(BINDING_COOKIE, "")
     if bound_to is None or not _WELL_FORMED.fullmatch(value):
         return False
-    return hmac.compare_digest(_digest(value), bound_to)
+    return hmac.compare_digest(digest(value), bound_to)

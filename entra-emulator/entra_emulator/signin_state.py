@@ -35,7 +35,6 @@ PENDING_SIGN_IN_LIFETIME_SECONDS = 600
 MAX_PENDING_SIGN_INS = 4000
 
 
-_digest = digest   # stores hold a hash, never the credential itself
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +70,7 @@ class SessionStore:
             self._purge(connection)
             seq = connection.execute(
                 f"INSERT INTO sessions VALUES (?, {_NEXT_SEQ}, ?, ?, ?, ?, ?) "  # noqa: S608
-                "RETURNING seq", (_digest(cookie), session.sid, session.session_state,
+                "RETURNING seq", (digest(cookie), session.sid, session.session_state,
                                   session.user_id, session.auth_time,
                                   self._clock.now())).fetchone()[0]
             if seq > self._limit:   # (places start at 1: before that, nothing to drop)
@@ -81,7 +80,7 @@ class SessionStore:
     def get(self, cookie: str | None) -> Session | None:
         if not cookie:
             return None
-        key, now = _digest(cookie), self._clock.now()
+        key, now = digest(cookie), self._clock.now()
         self._purge()
         row = self._db.one(f"UPDATE sessions SET seq = {_NEXT_SEQ}, last_used = ? "  # noqa: S608
                            "WHERE key = ? AND last_used >= ? "
@@ -93,7 +92,7 @@ class SessionStore:
         if not cookie:
             return None
         row = self._db.one("DELETE FROM sessions WHERE key = ? "
-                           "RETURNING sid, session_state, user_id, auth_time", (_digest(cookie),))
+                           "RETURNING sid, session_state, user_id, auth_time", (digest(cookie),))
         return Session(*row) if row else None
 
     def __len__(self) -> int:

@@ -20,8 +20,7 @@ from entra_emulator.db import VOLATILE_TABLES, StateDB
 from entra_emulator.directory import Directory, parse_directory
 from entra_emulator.keys import KeyStore
 from entra_emulator.records import Clock as Clock
-from entra_emulator.records import Purge, record_from_text, record_text
-from entra_emulator.records import digest as _digest
+from entra_emulator.records import Purge, digest, record_from_text, record_text
 from entra_emulator.records import opaque_token as opaque_token
 from entra_emulator.records import random_token as random_token
 
@@ -89,14 +88,14 @@ class CodeStore:
             row = connection.execute(
                 "INSERT INTO codes (key, record, client_id, sid, forget_at) "
                 "VALUES (?, ?, ?, ?, ?) RETURNING rowid",
-                (_digest(code), record_text(record, *_CODE_STATE), record.client_id,
+                (digest(code), record_text(record, *_CODE_STATE), record.client_id,
                  record.sid, record.expires_at + SPENT_CODE_MEMORY_SECONDS)).fetchone()[0]
             _keep_newest(connection, "codes", row, self._limit)
         return code
 
     def find(self, code: str) -> AuthorizationCode | None:
         row = self._db.one("SELECT record, redeemed, families, utis FROM codes WHERE key = ?",
-                           (_digest(code),))
+                           (digest(code),))
         if row is None:
             return None
         return record_from_text(AuthorizationCode, row[0], redeemed=bool(row[1]),
@@ -109,7 +108,7 @@ class CodeStore:
         statement, so a concurrent second redemption on any worker finds the family to revoke."""
         families = json.dumps([family] if family else [])
         row = self._db.one("UPDATE codes SET redeemed = 1, families = ? WHERE key = ? "
-                           "AND redeemed = 0 RETURNING record", (families, _digest(code)))
+                           "AND redeemed = 0 RETURNING record", (families, digest(code)))
         if row is None:
             return self.find(code), False
         return record_from_text(AuthorizationCode, row[0], redeemed=True,
@@ -119,14 +118,14 @@ class CodeStore:
         """A redeemed code came back: what its first redemption issued (refresh token families,
         access token `uti`s), to revoke. Atomic with add_access_token."""
         row = self._db.one("UPDATE codes SET reused = 1 WHERE key = ? RETURNING families, utis",
-                           (_digest(code),))
+                           (digest(code),))
         return (json.loads(row[0]), json.loads(row[1])) if row else ([], [])
 
     def add_access_token(self, code: str, uti: str) -> bool:
         """Record an access token issued from the code; True when the code was used again
         meanwhile (then that token must be revoked too)."""
         row = self._db.one("UPDATE codes SET utis = json_insert(utis, '$[#]', ?) WHERE key = ? "
-                           "RETURNING reused", (uti, _digest(code)))
+                           "RETURNING reused", (uti, digest(code)))
         return row is not None and bool(row[0])
 
     def client_ids_for_session(self, sid: str) -> set[str]:
@@ -180,7 +179,7 @@ class RefreshTokenStore:
             row = connection.execute(
                 "INSERT INTO refresh_tokens (key, family, client_id, sid, record, expires_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING rowid",
-                (_digest(token), grant.family, grant.client_id, grant.sid,
+                (digest(token), grant.family, grant.client_id, grant.sid,
                  record_text(grant, "used", "revoked"), grant.expires_at)).fetchone()[0]
             _keep_newest(connection, "refresh_tokens", row, self._limit)
             # Issued by a refresh that raced its family's revocation: remember it longer. (A
@@ -191,7 +190,7 @@ class RefreshTokenStore:
 
     def find(self, token: str) -> RefreshGrant | None:
         row = self._db.one(f"SELECT {_GRANT_COLUMNS} FROM refresh_tokens "  # noqa: S608
-                           "WHERE key = ?", (self._clock.now(), _digest(token)))
+                           "WHERE key = ?", (self._clock.now(), digest(token)))
         return None if row is None else _grant_from(row)
 
     def use(self, token: str) -> tuple[RefreshGrant | None, bool]:
@@ -199,7 +198,7 @@ class RefreshTokenStore:
         concurrent uses on any workers, one wins)."""
         row = self._db.one(
             f"UPDATE refresh_tokens SET used = 1 WHERE key = ? AND used = 0 "  # noqa: S608
-            f"RETURNING {_GRANT_COLUMNS}", (_digest(token), self._clock.now()))
+            f"RETURNING {_GRANT_COLUMNS}", (digest(token), self._clock.now()))
         if row is None:
             return self.find(token), False
         grant = _grant_from(row)
