@@ -202,7 +202,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     # WAL: readers never wait for the writer; NORMAL: a commit is not flushed to disk until
     # the next checkpoint (a crash of the machine may lose the last moments, never corrupts).
     connection.execute("PRAGMA synchronous = NORMAL")
-    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return connection
 
 

@@ -57,8 +57,6 @@ class DefectInjector:
                  db: StateDB | None = None) -> None:
         self._db = db or StateDB.in_memory()
         self.authorization_response_iss = authorization_response_iss
-        # False when the request's EmulatorState.sync() found no defect queued: no query then.
-        self.maybe_pending = True
 
     def add(self, client_id: str, defect: str, count: int = 1) -> None:
         if defect not in ALL_DEFECTS:
@@ -71,7 +69,6 @@ class DefectInjector:
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise ValueError(f"count must be a whole number from 1 to {MAX_COUNT} "
                              f"(got {count!r})")
-        self.maybe_pending = True
         with self._db.write() as connection:
             connection.executemany("INSERT INTO defects (client_key, defect) VALUES (?, ?)",
                                    [(_client_key(client_id), defect)] * count)
@@ -89,7 +86,7 @@ class DefectInjector:
         """Consume and return this client's first pending defect of `kinds`, if any (on
         whichever worker asks first)."""
         marks = ", ".join("?" * len(kinds))
-        while self.maybe_pending:
+        while True:
             row = self._db.one(f"SELECT seq, defect FROM defects WHERE client_key = ? "  # noqa: S608
                                f"AND defect IN ({marks}) ORDER BY seq LIMIT 1",
                                (_client_key(client_id), *kinds))
@@ -97,7 +94,6 @@ class DefectInjector:
                 return None
             if self._db.run("DELETE FROM defects WHERE seq = ?", (row[0],)):
                 return row[1]
-        return None
 
     def sign_id_token(self, state: Any, client_id: str, header_extra: dict,
                       claims: dict) -> str:

@@ -4,6 +4,7 @@ check that every reference in the file names something that exists."""
 from __future__ import annotations
 
 import uuid
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from entra_emulator.directory_authz import (
@@ -41,24 +42,17 @@ class DirectoryAccess:
             return None
         return self._groups_by_id.get(group_id.lower())
 
-    @property
+    @cached_property
     def _groups_by_id(self) -> dict[str, Group]:
-        cache = self.__dict__.get("_groups_index")
-        if cache is None:
-            cache = {g.id: g for g in self.groups}
-            self.__dict__["_groups_index"] = cache
-        return cache
+        return {g.id: g for g in self.groups}
 
-    @property
+    @cached_property
     def _parents(self) -> dict[str, list[Group]]:
-        cache = self.__dict__.get("_parents_index")
-        if cache is None:
-            cache = {}
-            for group in self.groups:
-                for member in group.members:
-                    cache.setdefault(member, []).append(group)
-            self.__dict__["_parents_index"] = cache
-        return cache
+        parents: dict[str, list[Group]] = {}
+        for group in self.groups:
+            for member in group.members:
+                parents.setdefault(member, []).append(group)
+        return parents
 
     def direct_groups(self, principal_id: str) -> list[Group]:
         """The groups `principal_id` (a user or a group) is a direct member of, in file order."""
@@ -76,14 +70,9 @@ class DirectoryAccess:
         order = self._group_order
         return sorted(found.values(), key=lambda group: order[group.id])
 
-    @property
+    @cached_property
     def _group_order(self) -> dict[str, int]:
-        # Built once per directory (it never changes; a changed directory is a new object).
-        cache = self.__dict__.get("_group_order_index")
-        if cache is None:
-            cache = {group.id: index for index, group in enumerate(self.groups)}
-            self.__dict__["_group_order_index"] = cache
-        return cache
+        return {group.id: index for index, group in enumerate(self.groups)}
 
     # --- service principals ------------------------------------------------------------
     def service_principal_by_id(self, sp_id: str) -> ServicePrincipal | None:
@@ -102,20 +91,17 @@ class DirectoryAccess:
         return ServicePrincipal(id=str(uuid.uuid5(uuid.NAMESPACE_URL,
                                                   f"servicePrincipal:{wanted}")), app_id=wanted)
 
-    @property
+    @cached_property
     def _all_service_principals(self) -> list[ServicePrincipal]:
-        cache = self.__dict__.get("_sp_index")
-        if cache is None:
-            declared = {sp.app_id: sp for sp in self.service_principals}
-            cache = list(self.service_principals)
-            for app in self.applications:
-                if app.app_id not in declared:
-                    cache.append(ServicePrincipal(id=app.service_principal_id, app_id=app.app_id))
-            if GRAPH_APP_ID not in declared:
-                cache.append(ServicePrincipal(id=graph_service_principal_id(),
-                                              app_id=GRAPH_APP_ID))
-            self.__dict__["_sp_index"] = cache
-        return cache
+        declared = {sp.app_id: sp for sp in self.service_principals}
+        principals = list(self.service_principals)
+        for app in self.applications:
+            if app.app_id not in declared:
+                principals.append(ServicePrincipal(id=app.service_principal_id, app_id=app.app_id))
+        if GRAPH_APP_ID not in declared:
+            principals.append(ServicePrincipal(id=graph_service_principal_id(),
+                                               app_id=GRAPH_APP_ID))
+        return principals
 
     # --- app roles ------------------------------------------------------------------------
     def assignments_to(self, resource_app_id: str) -> list[AppRoleAssignment]:

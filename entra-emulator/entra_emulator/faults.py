@@ -50,8 +50,6 @@ class FaultInjector:
 
     def __init__(self, db: StateDB | None = None) -> None:
         self._db = db or StateDB.in_memory()
-        # False when the request's EmulatorState.sync() found no fault queued: no query then.
-        self.maybe_pending = True
 
     def add(self, target: str, kind: str, count: int = 1, retry_after: float | None = None,
             delay_seconds: float | None = None) -> None:
@@ -63,7 +61,6 @@ class FaultInjector:
         count = _checked_count(count)
         if fault.kind == "delay" and fault.delay_seconds is None:
             raise ValueError("kind 'delay' needs delay_seconds")
-        self.maybe_pending = True
         with self._db.write() as connection:
             connection.executemany(
                 "INSERT INTO faults (target, kind, retry_after, delay_seconds) "
@@ -97,7 +94,7 @@ class FaultInjector:
 
     def _take(self, target: str) -> Fault | None:
         # A read first: most calls find nothing and take no write lock.
-        while self.maybe_pending:
+        while True:
             row = self._db.one("SELECT seq, target, kind, retry_after, delay_seconds "
                                "FROM faults WHERE target = ? ORDER BY seq LIMIT 1", (target,))
             if row is None:
@@ -105,7 +102,6 @@ class FaultInjector:
             if self._db.run("DELETE FROM faults WHERE seq = ?", (row[0],)):
                 return _fault(row[1:])
             # Another worker took it first: the next one, if any.
-        return None
 
 
 def _fault(row: Any) -> Fault:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import ssl
+import secrets
 import time
 from typing import Any
 
 from entra_emulator.db import StateDB
-from entra_emulator.keys import b64url
 
 # Expired rows are purged at most this often (clock seconds) by each store of each process.
 PURGE_INTERVAL_SECONDS = 1.0
@@ -49,13 +48,8 @@ class Clock:
 
 
 def random_token(size: int) -> str:
-    """`size` random bytes, base64url: opaque credentials and the unique values in tokens.
-
-    From OpenSSL's generator (seeded by the operating system, as os.urandom is) rather than
-    the secrets module: a token response draws six such values, and each os.urandom call is a
-    system call that hands the GIL over to another request's thread.
-    """
-    return b64url(ssl.RAND_bytes(size))
+    """`size` random bytes, base64url: opaque credentials and the unique values in tokens."""
+    return secrets.token_urlsafe(size)
 
 
 def opaque_token(prefix: str = "1.A") -> str:

@@ -348,14 +348,10 @@ class EmulatorState:
 
     def sync(self) -> None:
         """Catch up with the shared state: one small query, and a reload only of what changed."""
-        offset, keys_generation, directory_generation, faults, defects = self.db.one(
-            "SELECT clock_offset, keys_generation, directory_generation, "
-            "EXISTS (SELECT 1 FROM faults), EXISTS (SELECT 1 FROM defects) FROM shared")
+        offset, keys_generation, directory_generation = self.db.one(
+            "SELECT clock_offset, keys_generation, directory_generation FROM shared")
         self.clock.sync(offset)
         self.keys.sync(keys_generation)
-        # Most requests then skip looking for a fault or a defect to consume.
-        self.faults.maybe_pending = bool(faults)
-        self.defects.maybe_pending = bool(defects)
         if directory_generation != self._directory_generation:
             document, source = self.db.one("SELECT directory, directory_source FROM shared")
             self.directory = self.initial_directory if document is None else \
