@@ -167,12 +167,14 @@ class Auth:
         wanted = _without_reserved(scopes)
         self._known_scopes.update(wanted)
 
+        required_roles, required_groups = list(roles or ()), list(groups or ())
+
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
             user = _user()
             if user is None:
                 return _redirect_to_sign_in(wanted)
-            authorization.require(user, list(roles or ()), list(groups or ()))
+            authorization.require(user, required_roles, required_groups)
             context: dict[str, Any] = {"user": user}
             if wanted:
                 result = _state().tokens.acquire(wanted)

@@ -32,7 +32,7 @@ def require(claims: dict[str, Any], roles: list[str], groups: list[str]) -> None
                         f"{' or '.join(sorted(roles))}, which you do not have.",
                         hint="Ask an administrator to assign you the role in the app's "
                         "enterprise application (Users and groups).")
-    if groups and not set(user_groups(claims)) & {g.lower() for g in groups}:
+    if groups and not set(user_groups(claims)) & {group.lower() for group in groups}:
         raise AuthError(403, "Not allowed", "This page is for members of the group "
                         f"{' or '.join(sorted(groups))}, which you are not in.",
                         hint="Ask an administrator to add you to the group.")
