@@ -62,11 +62,11 @@ from .session import (
     raise_if_store_down,
 )
 from .settings import (
-    RESERVED_SCOPES,
     ConfigurationError,
     Settings,
     form_post_possible,
     load_settings,
+    without_reserved,
 )
 from .signals import signed_in, signed_out
 from .store import Store, StoreUnavailable
@@ -164,7 +164,7 @@ class Auth:
         if function is None:
             return functools.partial(self.login_required, scopes=scopes, roles=roles,
                                      groups=groups)
-        wanted = _without_reserved(scopes)
+        wanted = without_reserved(scopes)
         self._known_scopes.update(wanted)
 
         required_roles, required_groups = list(roles or ()), list(groups or ())
@@ -195,7 +195,7 @@ class Auth:
         """MSAL's answer with an `access_token` for the signed-in user, or a dict with `error`
         ("interaction_required": send them to sign in, e.g. by raising InteractionRequired).
         The refresh token never leaves the server."""
-        scopes = _without_reserved(scopes)
+        scopes = without_reserved(scopes)
         try:
             result = _state().tokens.acquire(list(scopes), claims_challenge)
         except InteractionRequired as exc:
@@ -268,7 +268,7 @@ class Auth:
         """Scopes a sign-in may ask for besides those `login_required` names, e.g. ones a view
         passes to get_token_for_user: declared at start, so every process knows them (/login
         accepts no others)."""
-        self._known_scopes.update(_without_reserved(list(scopes)))
+        self._known_scopes.update(without_reserved(list(scopes)))
 
     def known_scopes_in(self, requested: str) -> list[str]:
         """The scopes of a sign-in request that the app's own views ask for; no others can be
@@ -324,11 +324,6 @@ def _usable_claims_challenge(challenge: str) -> bool:
         return isinstance(json.loads(challenge), dict)
     except ValueError:
         return False
-
-
-def _without_reserved(scopes: list[str] | None) -> list[str]:
-    """MSAL adds openid, profile and offline_access itself and refuses them as scopes."""
-    return [s for s in dict.fromkeys(scopes or []) if s and s not in RESERVED_SCOPES]
 
 
 def _secret_keys(app: Flask) -> list[str]:

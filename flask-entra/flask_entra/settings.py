@@ -5,7 +5,7 @@ else the default; checked once, at init_app, with every problem named in one Con
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,11 @@ from urllib.parse import urlsplit
 
 # MSAL adds these to every sign-in itself and refuses them in its `scopes` argument.
 RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
+
+
+def without_reserved(scopes: Iterable[str] | None) -> list[str]:
+    """MSAL adds openid, profile and offline_access itself and refuses them as scopes."""
+    return [s for s in dict.fromkeys(scopes or ()) if s and s not in RESERVED_SCOPES]
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 B2C_AUTHORITY = "https://{tenant}.b2clogin.com/{tenant}.onmicrosoft.com/{user_flow}"
 
@@ -130,7 +135,7 @@ def load_settings(options: Mapping[str, Any], config: Mapping[str, Any]) -> Sett
     scopes = get("scopes")
     if isinstance(scopes, str):
         scopes = scopes.split()
-    scopes = tuple(s for s in dict.fromkeys(scopes) if s not in RESERVED_SCOPES)
+    scopes = tuple(without_reserved(scopes))
     audiences = get("api_audiences") or [client_id, f"api://{client_id}"]
     if isinstance(audiences, str):
         audiences = audiences.split()

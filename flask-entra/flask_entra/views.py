@@ -40,6 +40,7 @@ from .pending import PendingError, PendingSignIn, new_pending
 from .provider import ENTRA_TENANT_TEMPLATE, ProviderError, TokenError, provider_calls
 from .sealing import SealError
 from .session import current_entry, end_session, start_session
+from .settings import without_reserved
 from .signals import signed_in, signed_out
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ def redeem_code(app: Any, pending: PendingSignIn, params: dict[str, str]) -> dic
     if not result.get("id_token"):
         raise AuthError(502, "Sign-in failed", "The identity provider returned no ID token.",
                         offer_sign_in=True)
-    requested = set(pending.flow.get("scope") or ()) - {"openid", "profile", "offline_access"}
+    requested = set(without_reserved(pending.flow.get("scope")))
     granted = set(str(result.get("scope", "")).split())
     if result.get("scope") and requested - granted:
         raise AuthError(403, "Permissions not granted", "The identity provider did not grant "
