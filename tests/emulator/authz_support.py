@@ -57,7 +57,8 @@ def sign_in_with_msal(app: msal.ConfidentialClientApplication, redirect_uri: str
                       username: str, scopes: list[str], *, session: Any = None,
                       consent: str = "accept") -> dict[str, Any]:
     """MSAL's auth code flow, the emulator's pages answered by the scripted browser."""
-    flow = app.initiate_auth_code_flow(scopes, redirect_uri=redirect_uri)
+    flow = app.initiate_auth_code_flow(scopes, redirect_uri=redirect_uri,
+                                       response_mode="form_post")
     result = browser_sign_in(flow["auth_uri"], username, DEFAULT_PASSWORD, session=session,
                              consent=consent)
     return app.acquire_token_by_auth_code_flow(flow, result.params)
