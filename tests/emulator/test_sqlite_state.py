@@ -56,18 +56,25 @@ def test_a_restart_keeps_refresh_tokens_revocations_consents_and_keys(state_dir,
                            "invalid_grant", 70000)
 
 
-def test_expired_rows_are_purged():
-    clock, db = Clock(), StateDB.in_memory()
-    codes, tokens = CodeStore(clock, db), RefreshTokenStore(clock, db)
-    now = clock.now()
-    code = AuthorizationCode(
+def _code(now: float) -> AuthorizationCode:
+    return AuthorizationCode(
         client_id="c", redirect_uri="r", user_id="u", scope="openid", granted=frozenset(),
         nonce=None, code_challenge=None, code_challenge_method=None, sid="s", auth_time=0,
         include_auth_time=False, tenant_id="t", issued_at=now,
         expires_at=now + CODE_LIFETIME_SECONDS)
-    grant = RefreshGrant(family="f", client_id="c", user_id="u", tenant_id="t",
-                         granted=frozenset(), sid="s", auth_time=0, include_auth_time=False,
-                         issued_at=now, expires_at=now + 100)
+
+
+def _grant(now: float, family: str = "f") -> RefreshGrant:
+    return RefreshGrant(family=family, client_id="c", user_id="u", tenant_id="t",
+                        granted=frozenset(), sid="s", auth_time=0, include_auth_time=False,
+                        issued_at=now, expires_at=now + 100)
+
+
+def test_expired_rows_are_purged():
+    clock, db = Clock(), StateDB.in_memory()
+    codes, tokens = CodeStore(clock, db), RefreshTokenStore(clock, db)
+    now = clock.now()
+    code, grant = _code(now), _grant(now)
     first_code, first_token = codes.issue(code), tokens.issue(grant)
     clock.advance(CODE_LIFETIME_SECONDS + SPENT_CODE_MEMORY_SECONDS + 1)
     codes.issue(code)
@@ -82,14 +89,7 @@ def test_only_the_newest_codes_and_refresh_tokens_are_kept():
     clock, db = Clock(), StateDB.in_memory()
     codes, tokens = CodeStore(clock, db, limit=3), RefreshTokenStore(clock, db, limit=3)
     now = clock.now()
-    code = AuthorizationCode(
-        client_id="c", redirect_uri="r", user_id="u", scope="openid", granted=frozenset(),
-        nonce=None, code_challenge=None, code_challenge_method=None, sid="s", auth_time=0,
-        include_auth_time=False, tenant_id="t", issued_at=now,
-        expires_at=now + CODE_LIFETIME_SECONDS)
-    grant = RefreshGrant(family="f", client_id="c", user_id="u", tenant_id="t",
-                         granted=frozenset(), sid="s", auth_time=0, include_auth_time=False,
-                         issued_at=now, expires_at=now + 100)
+    code, grant = _code(now), _grant(now)
     issued_codes = [codes.issue(code) for _ in range(5)]
     issued_tokens = [tokens.issue(grant) for _ in range(5)]
     assert [codes.find(c) is not None for c in issued_codes] == [False, False, True, True, True]
